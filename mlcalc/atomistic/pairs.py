@@ -1,0 +1,47 @@
+"""Input module: pair vectors from positions, cell and integer cell shifts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mlcalc import properties as P
+
+
+class PairVectors(nn.Module):
+    """Compute ``Rij = R_j - R_i + shift_ij @ cell`` in float64.
+
+    When the input dict holds a ``strain`` (M, 3, 3) (created by the model
+    when stress is asked for), positions and cell are deformed by its
+    symmetric part, ``x -> x (1 + ε)``, before the pair vectors are formed.
+    The energy then depends on ε, and ∂E/∂ε at ε = 0 gives the stress in
+    the same autograd call as the forces. Because the Cartesian image offsets
+    are computed here from the (strained) cell and the stored integer shifts,
+    the stress is exact for periodic images too.
+    """
+
+    name = "pair_vectors"
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pos = inputs[P.R]  # (N, 3) float64
+        cell = inputs[P.cell]  # (M, 3, 3)
+        idx_i, idx_j = inputs[P.idx_i], inputs[P.idx_j]
+        shifts = inputs[P.cell_shifts].to(cell.dtype)  # (E, 3)
+        strain = inputs.get(P.strain)
+        if strain is not None:
+            sym = 0.5 * (strain + strain.transpose(1, 2))  # (M, 3, 3)
+            idx_m = inputs[P.idx_m]
+            pos = pos + torch.bmm(pos[:, None, :], sym[idx_m]).squeeze(1)
+            cell = cell + torch.bmm(cell, sym)
+        if cell.shape[0] == 1:
+            offsets = shifts @ cell[0]  # (E, 3)
+        else:
+            pair_cell = cell[inputs[P.idx_m][idx_i]]  # (E, 3, 3)
+            offsets = torch.bmm(shifts[:, None, :], pair_cell).squeeze(1)
+        inputs[P.Rij] = pos[idx_j] - pos[idx_i] + offsets
+        return inputs
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name}

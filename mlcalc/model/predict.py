@@ -1,0 +1,79 @@
+"""Evaluate a model on ase.Atoms: build inputs, batch, run, split the results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from mlcalc import properties as P
+from mlcalc.data.atoms import atoms_to_inputs
+from mlcalc.data.collate import collate_atoms
+from mlcalc.exceptions import InvalidStructureError
+from mlcalc.model.potential import NeuralNetworkPotential
+
+_PER_ATOM = (P.energies, P.forces)
+_PER_STRUCTURE = (P.energy, P.stress)
+
+
+def atoms_to_batch(atoms_list: Sequence[Atoms], neighbor_list,
+                   device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Inputs of several structures with neighbor lists, collated and moved to ``device``."""
+    examples = [neighbor_list(atoms_to_inputs(a)) for a in atoms_list]
+    batch = collate_atoms(examples)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def predict(model: NeuralNetworkPotential, atoms: Atoms | Sequence[Atoms],
+            properties: Iterable[str] = (P.energy, P.forces),
+            neighbor_list=None) -> list[dict[str, float | np.ndarray]]:
+    """Predict properties of one or several structures in one batch.
+
+    Args:
+        model: the potential (evaluation mode is set here).
+        atoms: a structure or a list of them.
+        properties: any of ``energy``, ``energies``, ``forces``, ``stress``, ``hessian``.
+        neighbor_list: a neighbor-list transform (default: matscipy at the model cutoff).
+
+    Returns:
+        One dict per structure: ``energy`` (float, eV), ``energies`` (n,) eV,
+        ``forces`` (n, 3) eV/Å, ``stress`` (6,) eV/Å³, ``hessian`` (3n, 3n) eV/Å²,
+        all float64.
+
+    Raises:
+        InvalidStructureError: bad structure, or stress of a structure that is
+            not periodic in all three directions.
+    """
+    from mlcalc.transform.neighbors import MatScipyNeighborList
+
+    atoms_list = [atoms] if isinstance(atoms, Atoms) else list(atoms)
+    props = list(dict.fromkeys(properties))
+    if P.stress in props and not all(a.pbc.all() for a in atoms_list):
+        raise InvalidStructureError("stress needs a structure periodic in all three directions")
+    nl = neighbor_list or MatScipyNeighborList(model.cutoff)
+    device = next(model.parameters()).device
+    batch = atoms_to_batch(atoms_list, nl, device)
+
+    model.eval()
+    model.request(props)
+    needs_grad = bool(model.required_derivatives)
+    with torch.set_grad_enabled(needs_grad):
+        out = model(batch)
+
+    n_atoms = batch[P.n_atoms].tolist()
+    results: list[dict[str, float | np.ndarray]] = [{} for _ in atoms_list]
+    for key in props:
+        if key not in out:
+            continue
+        value = out[key].detach().to("cpu", torch.float64).numpy()
+        if key in _PER_ATOM:
+            parts = np.split(value, np.cumsum(n_atoms)[:-1])
+        elif key == P.hessian:
+            parts = [value]
+        else:
+            parts = list(value)
+        for res, part in zip(results, parts, strict=True):
+            res[key] = float(part) if key == P.energy else part
+    return results

@@ -1,0 +1,91 @@
+"""Radial basis functions and cutoff functions of the interatomic distance."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mlcalc.exceptions import unknown_name
+
+
+class GaussianRBF(nn.Module):
+    """Gaussians exp(-(d - μ_k)² / 2σ²) with centres evenly spaced on [start, cutoff].
+
+    Args:
+        n_rbf: number of basis functions.
+        cutoff: last centre in Å.
+        start: first centre in Å.
+    """
+
+    def __init__(self, n_rbf: int, cutoff: float, start: float = 0.0) -> None:
+        super().__init__()
+        centers = torch.linspace(start, cutoff, n_rbf)
+        width = (centers[1] - centers[0]) if n_rbf > 1 else torch.tensor(cutoff)
+        self.register_buffer("centers", centers)
+        self.register_buffer("coeff", -0.5 / width**2)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        """(E,) distances in Å -> (E, n_rbf)."""
+        return torch.exp(self.coeff * (d[:, None] - self.centers) ** 2)
+
+
+class BesselRBF(nn.Module):
+    """sin(k π d / r_c) / d for k = 1..n_rbf (DimeNet's radial basis).
+
+    Args:
+        n_rbf: number of basis functions.
+        cutoff: cutoff radius in Å.
+    """
+
+    def __init__(self, n_rbf: int, cutoff: float) -> None:
+        super().__init__()
+        self.register_buffer("freqs", torch.arange(1, n_rbf + 1) * math.pi / cutoff)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        """(E,) distances in Å -> (E, n_rbf)."""
+        return torch.sin(self.freqs * d[:, None]) / d[:, None]
+
+
+class CosineCutoff(nn.Module):
+    """f(d) = ½ (cos(π d / r_c) + 1) for d < r_c, else 0; f and f' vanish at r_c."""
+
+    def __init__(self, cutoff: float) -> None:
+        super().__init__()
+        self.cutoff = float(cutoff)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        f = 0.5 * (torch.cos(d * (math.pi / self.cutoff)) + 1.0)
+        return f * (d < self.cutoff).to(d.dtype)
+
+
+class PolynomialCutoff(nn.Module):
+    """Smooth polynomial envelope 1 - 6x⁵ + 15x⁴ - 10x³, x = d / r_c (C² at r_c)."""
+
+    def __init__(self, cutoff: float) -> None:
+        super().__init__()
+        self.cutoff = float(cutoff)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        x = d / self.cutoff
+        f = 1.0 + x**3 * (-10.0 + x * (15.0 - 6.0 * x))
+        return f * (x < 1.0).to(d.dtype)
+
+
+RADIAL_BASES = {"gaussian": GaussianRBF, "bessel": BesselRBF}
+CUTOFF_FUNCTIONS = {"cosine": CosineCutoff, "polynomial": PolynomialCutoff}
+
+
+def get_radial_basis(name: str, n_rbf: int, cutoff: float) -> nn.Module:
+    """Radial basis by name: ``gaussian`` or ``bessel``."""
+    if name not in RADIAL_BASES:
+        raise unknown_name("radial basis", name, RADIAL_BASES)
+    return RADIAL_BASES[name](n_rbf, cutoff)
+
+
+def get_cutoff_fn(name: str, cutoff: float) -> nn.Module:
+    """Cutoff function by name: ``cosine`` or ``polynomial``."""
+    if name not in CUTOFF_FUNCTIONS:
+        raise unknown_name("cutoff function", name, CUTOFF_FUNCTIONS)
+    return CUTOFF_FUNCTIONS[name](cutoff)

@@ -1,0 +1,125 @@
+"""PaiNN: polarizable atom interaction neural network.
+
+K. T. Schütt, O. T. Unke, M. Gastegger, "Equivariant message passing for the
+prediction of tensorial properties and molecular spectra", ICML 2021.
+
+Every atom carries scalar features q_i (N, 1, F) and vector features
+μ_i (N, 3, F). A *message* step passes rotation-equivariant updates along the
+pairs (filters W(d_ij) from a radial basis, directions r̂_ij), an *update*
+step mixes the channels of each atom using the invariant norms ‖V μ_i‖.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mlcalc import properties as P
+from mlcalc.nn import Dense, get_activation, scatter_add
+from mlcalc.representation.base import Representation
+
+
+class PaiNNMessage(nn.Module):
+    """Message step: Δq_i = Σ_j φ_s(q_j)∘W_s, Δμ_i = Σ_j (φ_vv(q_j)∘W_vv) μ_j + (φ_vs∘W_vs) r̂_ij."""
+
+    def __init__(self, n_atom_basis: int, activation) -> None:
+        super().__init__()
+        self.n_atom_basis = n_atom_basis
+        self.context_net = nn.Sequential(
+            Dense(n_atom_basis, n_atom_basis, activation=activation),
+            Dense(n_atom_basis, 3 * n_atom_basis),
+        )
+
+    def forward(self, q: torch.Tensor, mu: torch.Tensor, w_ij: torch.Tensor,
+                dir_ij: torch.Tensor, idx_i: torch.Tensor,
+                idx_j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n_atoms, F = q.shape[0], self.n_atom_basis
+        x = self.context_net(q)[idx_j] * w_ij[:, None, :]  # (E, 1, 3F)
+        dq, d_vs, d_vv = torch.split(x, F, dim=-1)  # each (E, 1, F)
+        dmu = d_vs * dir_ij[..., None] + d_vv * mu[idx_j]  # (E, 3, F)
+        return q + scatter_add(dq, idx_i, n_atoms), mu + scatter_add(dmu, idx_i, n_atoms)
+
+
+class PaiNNUpdate(nn.Module):
+    """Update step mixing scalar and vector channels within each atom."""
+
+    def __init__(self, n_atom_basis: int, activation, epsilon: float) -> None:
+        super().__init__()
+        self.n_atom_basis = n_atom_basis
+        self.epsilon = epsilon
+        self.channel_mix = Dense(n_atom_basis, 2 * n_atom_basis, bias=False)
+        self.context_net = nn.Sequential(
+            Dense(2 * n_atom_basis, n_atom_basis, activation=activation),
+            Dense(n_atom_basis, 3 * n_atom_basis),
+        )
+
+    def forward(self, q: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        F = self.n_atom_basis
+        mu_v, mu_w = torch.split(self.channel_mix(mu), F, dim=-1)  # (N, 3, F) each
+        # epsilon keeps the gradient of the norm finite where μ = 0 (first layer)
+        norm_v = torch.sqrt(torch.sum(mu_v**2, dim=1, keepdim=True) + self.epsilon)  # (N, 1, F)
+        a_vv, a_sv, a_ss = torch.split(
+            self.context_net(torch.cat([q, norm_v], dim=-1)), F, dim=-1
+        )  # (N, 1, F) each
+        dq = a_ss + a_sv * torch.sum(mu_v * mu_w, dim=1, keepdim=True)
+        return q + dq, mu + a_vv * mu_w
+
+
+class PaiNN(Representation):
+    """PaiNN representation.
+
+    Args:
+        n_atom_basis: number of features F per atom (scalar and each vector component).
+        n_interactions: number of message + update blocks.
+        cutoff: cutoff radius in Å.
+        n_rbf: number of radial basis functions.
+        radial_basis: ``gaussian`` or ``bessel``.
+        cutoff_fn: ``cosine`` or ``polynomial``.
+        shared_interactions: one set of block weights for all interactions.
+        shared_filters: one filter network output for all interactions.
+        max_z: largest atomic number that can be embedded.
+        activation: ``silu`` (default), ``ssp`` or ``tanh``.
+        epsilon: stabiliser of the vector norm.
+    """
+
+    name = "painn"
+
+    def __init__(self, n_atom_basis: int = 128, n_interactions: int = 3, cutoff: float = 5.0,
+                 n_rbf: int = 20, radial_basis: str = "gaussian", cutoff_fn: str = "cosine",
+                 shared_interactions: bool = False, shared_filters: bool = False,
+                 max_z: int = 100, activation: str = "silu", epsilon: float = 1e-8) -> None:
+        super().__init__(cutoff, n_rbf, radial_basis, cutoff_fn)
+        self._save_hyperparameters(
+            n_atom_basis=n_atom_basis, n_interactions=n_interactions, cutoff=float(cutoff),
+            n_rbf=n_rbf, radial_basis=radial_basis, cutoff_fn=cutoff_fn,
+            shared_interactions=shared_interactions, shared_filters=shared_filters,
+            max_z=max_z, activation=activation, epsilon=epsilon,
+        )
+        act = get_activation(activation)
+        self.n_atom_basis = n_atom_basis
+        self.n_interactions = n_interactions
+        self.embedding = nn.Embedding(max_z + 1, n_atom_basis, padding_idx=0)
+        n_filter_sets = 1 if shared_filters else n_interactions
+        self.filter_net = Dense(n_rbf, n_filter_sets * 3 * n_atom_basis)
+        n_blocks = 1 if shared_interactions else n_interactions
+        self.messages = nn.ModuleList(PaiNNMessage(n_atom_basis, act) for _ in range(n_blocks))
+        self.updates = nn.ModuleList(
+            PaiNNUpdate(n_atom_basis, act, epsilon) for _ in range(n_blocks)
+        )
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        idx_i, idx_j = inputs[P.idx_i], inputs[P.idx_j]
+        _, dir_ij, rbf, fcut = self.pair_geometry(inputs)
+        filters = self.filter_net(rbf) * fcut[:, None]  # (E, sets * 3F)
+        filters = torch.split(filters, 3 * self.n_atom_basis, dim=-1)
+
+        q = self.embedding(inputs[P.Z])[:, None, :]  # (N, 1, F)
+        mu = q.new_zeros((q.shape[0], 3, self.n_atom_basis))  # (N, 3, F)
+        for k in range(self.n_interactions):
+            b = k % len(self.messages)
+            w_ij = filters[k % len(filters)]
+            q, mu = self.messages[b](q, mu, w_ij, dir_ij, idx_i, idx_j)
+            q, mu = self.updates[b](q, mu)
+        inputs[P.scalar_representation] = q.squeeze(1)
+        inputs[P.vector_representation] = mu
+        return inputs
