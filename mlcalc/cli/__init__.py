@@ -1,0 +1,1 @@
+"""The ``mlcalc`` command line (click). Subcommands are imported lazily."""

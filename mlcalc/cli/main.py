@@ -1,0 +1,44 @@
+"""Entry point of the ``mlcalc`` command.
+
+The group imports nothing heavy: each subcommand lives in its own module and
+is imported only when it is run, so ``mlcalc --help`` and ``mlcalc --version``
+answer instantly without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from mlcalc import __version__
+
+# name -> (module, attribute, one-line help shown by --help without importing)
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "info": ("mlcalc.cli.info", "info", "Describe a model file: architecture, elements, units."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in SUBCOMMANDS:
+            return None
+        module, attr, _ = SUBCOMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SUBCOMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlcalc")
+def cli() -> None:
+    """mlcalc: fit machine-learned interatomic potentials and use them from ASE."""

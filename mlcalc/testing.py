@@ -1,0 +1,209 @@
+"""Reusable physics checks for mlcalc models (shipped, so users can audit theirs).
+
+Each ``check_*`` function returns the largest deviation it found (float,
+in the units noted); ``assert_physics`` runs them all against the
+tolerances of :data:`TOLERANCES` for the model's dtype. The checks use
+:func:`mlcalc.model.predict`, i.e. the same path as inference.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from mlcalc import properties as P
+from mlcalc.model import NeuralNetworkPotential, predict
+
+#: Written-down tolerances per network dtype. Energies in eV, forces in
+#: eV/Å, stress in eV/Å³. ``fd_*`` compare against central differences and
+#: are only meaningful in float64.
+TOLERANCES: dict[torch.dtype, dict[str, float]] = {
+    torch.float64: {"energy": 1e-9, "forces": 1e-8, "stress": 1e-9,
+                    "fd_forces": 1e-6, "fd_stress": 1e-7},
+    torch.float32: {"energy": 2e-4, "forces": 2e-4, "stress": 1e-5,
+                    "fd_forces": float("nan"), "fd_stress": float("nan")},
+}
+
+
+EnergyFn = Callable[[Atoms], float]
+
+
+def _energy_fn(model: NeuralNetworkPotential | EnergyFn) -> EnergyFn:
+    if isinstance(model, torch.nn.Module):
+        return lambda atoms: float(predict(model, atoms, [P.energy])[0][P.energy])
+    return model
+
+
+def numerical_forces(model: NeuralNetworkPotential | EnergyFn, atoms: Atoms,
+                     eps: float = 1e-4) -> np.ndarray:
+    """Forces (n, 3) in eV/Å by central differences of the energy.
+
+    ``model`` is a potential or any function atoms -> energy in eV.
+    """
+    energy = _energy_fn(model)
+    forces = np.zeros((len(atoms), 3))
+    for a in range(len(atoms)):
+        for c in range(3):
+            shifted = []
+            for sign in (1.0, -1.0):
+                moved = atoms.copy()
+                moved.positions[a, c] += sign * eps
+                shifted.append(energy(moved))
+            forces[a, c] = -(shifted[0] - shifted[1]) / (2.0 * eps)
+    return forces
+
+
+def numerical_stress(model: NeuralNetworkPotential | EnergyFn, atoms: Atoms,
+                     eps: float = 1e-5) -> np.ndarray:
+    """Voigt stress (6,) in eV/Å³ from central differences under symmetric strain.
+
+    ``model`` is a potential or any function atoms -> energy in eV.
+    """
+    energy = _energy_fn(model)
+    volume = atoms.get_volume()
+    voigt = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+    stress = np.zeros(6)
+    for k, (a, b) in enumerate(voigt):
+        energies = []
+        for sign in (1.0, -1.0):
+            strain = np.zeros((3, 3))
+            strain[a, b] += 0.5 * sign * eps
+            strain[b, a] += 0.5 * sign * eps
+            deformed = atoms.copy()
+            deformed.set_cell(atoms.cell @ (np.eye(3) + strain), scale_atoms=True)
+            energies.append(energy(deformed))
+        # one symmetric perturbation of size eps moves ε_ab (and ε_ba) by eps/2 each
+        stress[k] = (energies[0] - energies[1]) / (2.0 * eps) / volume
+    return stress
+
+
+def check_forces(model: NeuralNetworkPotential, atoms: Atoms, eps: float = 1e-4) -> float:
+    """Max |F - F_fd| in eV/Å."""
+    forces = predict(model, atoms, [P.energy, P.forces])[0][P.forces]
+    return float(np.abs(forces - numerical_forces(model, atoms, eps)).max())
+
+
+def check_stress(model: NeuralNetworkPotential, atoms: Atoms, eps: float = 1e-5) -> float:
+    """Max |σ - σ_fd| in eV/Å³ (atoms must be periodic in 3D)."""
+    stress = predict(model, atoms, [P.energy, P.stress])[0][P.stress]
+    return float(np.abs(stress - numerical_stress(model, atoms, eps)).max())
+
+
+def random_rotation(seed: int = 0) -> np.ndarray:
+    """A random proper rotation matrix (3, 3)."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def _compare(model: NeuralNetworkPotential, a: Atoms, b: Atoms,
+             forces_map=lambda f: f) -> tuple[float, float]:
+    ra, rb = predict(model, [a, b], [P.energy, P.forces])
+    return (abs(ra[P.energy] - rb[P.energy]),
+            float(np.abs(forces_map(ra[P.forces]) - rb[P.forces]).max()))
+
+
+def check_rotation(model: NeuralNetworkPotential, atoms: Atoms,
+                   seed: int = 0) -> tuple[float, float]:
+    """(|ΔE| eV, max |ΔF| eV/Å) after rotating positions and cell; forces rotate along."""
+    rot = random_rotation(seed)
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ rot.T
+    rotated.cell = atoms.cell.array @ rot.T
+    return _compare(model, atoms, rotated, lambda f: f @ rot.T)
+
+
+def check_translation(model: NeuralNetworkPotential, atoms: Atoms,
+                      shift: Sequence[float] = (0.37, -1.1, 2.3)) -> tuple[float, float]:
+    """(|ΔE|, max |ΔF|) after translating every atom by ``shift`` Å."""
+    moved = atoms.copy()
+    moved.positions += np.asarray(shift)
+    return _compare(model, atoms, moved)
+
+
+def check_permutation(model: NeuralNetworkPotential, atoms: Atoms,
+                      seed: int = 0) -> tuple[float, float]:
+    """(|ΔE|, max |ΔF|) after reordering the atoms; forces reorder along."""
+    perm = np.random.default_rng(seed).permutation(len(atoms))
+    return _compare(model, atoms, atoms[perm], lambda f: f[perm])
+
+
+def check_wrapping(model: NeuralNetworkPotential, atoms: Atoms,
+                   seed: int = 0) -> tuple[float, float]:
+    """(|ΔE|, max |ΔF|) between positions moved by random lattice vectors and wrapped ones."""
+    unwrapped = atoms.copy()
+    n = np.random.default_rng(seed).integers(-2, 3, size=(len(atoms), 3)) * atoms.pbc
+    unwrapped.positions += n @ atoms.cell.array
+    wrapped = unwrapped.copy()
+    wrapped.wrap()
+    return _compare(model, unwrapped, wrapped)
+
+
+def check_supercell(model: NeuralNetworkPotential, atoms: Atoms,
+                    repeat: tuple[int, int, int] = (2, 2, 2)) -> float:
+    """|E(supercell) - n·E(cell)| per atom of the supercell, eV/atom."""
+    n = int(np.prod(repeat))
+    big = atoms.repeat(repeat)
+    e_small, e_big = (r[P.energy] for r in predict(model, [atoms, big], [P.energy]))
+    return abs(e_big - n * e_small) / len(big)
+
+
+def check_batch(model: NeuralNetworkPotential, atoms_list: Sequence[Atoms]) -> tuple[float, float]:
+    """(max |ΔE|, max |ΔF|) between one batch of all structures and each alone."""
+    batched = predict(model, atoms_list, [P.energy, P.forces])
+    de = df = 0.0
+    for atoms, rb in zip(atoms_list, batched, strict=True):
+        ra = predict(model, atoms, [P.energy, P.forces])[0]
+        de = max(de, abs(ra[P.energy] - rb[P.energy]))
+        df = max(df, float(np.abs(ra[P.forces] - rb[P.forces]).max()))
+    return de, df
+
+
+def check_save_load(model: NeuralNetworkPotential, atoms: Atoms,
+                    path: str | os.PathLike) -> tuple[float, float]:
+    """(|ΔE|, max |ΔF|) between ``model`` and its save → load copy at ``path``."""
+    from mlcalc.model_io import load_model, save_model
+
+    save_model(model, path)
+    loaded = load_model(path, device=next(model.parameters()).device)
+    ra = predict(model, atoms, [P.energy, P.forces])[0]
+    rb = predict(loaded, atoms, [P.energy, P.forces])[0]
+    return abs(ra[P.energy] - rb[P.energy]), float(np.abs(ra[P.forces] - rb[P.forces]).max())
+
+
+def check_cutoff_continuity(model: NeuralNetworkPotential, element: int = 29,
+                            delta: float = 1e-6) -> tuple[float, float]:
+    """(|ΔE|, max |ΔF|) of a dimer just inside vs just outside the cutoff."""
+    rc = model.cutoff
+    dimers = [Atoms([element, element], positions=[[0, 0, 0], [rc + s, 0, 0]])
+              for s in (-delta, delta)]
+    return _compare(model, dimers[0], dimers[1])
+
+
+def assert_physics(model: NeuralNetworkPotential, atoms: Atoms,
+                   tolerances: dict[str, float] | None = None) -> None:
+    """Run the invariance checks (and finite differences in float64); raise on failure."""
+    tol = tolerances or TOLERANCES[model.dtype]
+    failures = []
+
+    def expect(name: str, values: tuple[float, ...] | float, keys: tuple[str, ...]) -> None:
+        values = values if isinstance(values, tuple) else (values,)
+        for value, key in zip(values, keys, strict=True):
+            if not value <= tol[key]:
+                failures.append(f"{name}: {key} deviation {value:.3g} > {tol[key]:.3g}")
+
+    expect("rotation", check_rotation(model, atoms), ("energy", "forces"))
+    expect("translation", check_translation(model, atoms), ("energy", "forces"))
+    expect("permutation", check_permutation(model, atoms), ("energy", "forces"))
+    if atoms.pbc.any():
+        expect("wrapping", check_wrapping(model, atoms), ("energy", "forces"))
+    if model.dtype == torch.float64:
+        expect("finite-difference forces", check_forces(model, atoms), ("fd_forces",))
+        if atoms.pbc.all():
+            expect("finite-difference stress", check_stress(model, atoms), ("fd_stress",))
+    if failures:
+        raise AssertionError("; ".join(failures))

@@ -1,0 +1,67 @@
+"""Shared fixtures: small structures and tiny models, one torch thread."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, fcc111
+
+from mlcalc.model import build_potential
+
+# Deliberate: on a loaded 2-core machine two torch threads can be many times
+# slower than one.
+torch.set_num_threads(1)
+
+MODELS = ("schnet", "painn")
+DTYPES = (torch.float32, torch.float64)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs CUDA")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+def tiny_model(name: str, dtype: torch.dtype = torch.float64, cutoff: float = 4.0,
+               seed: int = 0, **kwargs) -> torch.nn.Module:
+    """A tiny randomly initialised potential (deterministic by seed)."""
+    torch.manual_seed(seed)
+    hp = dict(n_atom_basis=16, n_interactions=2, n_rbf=12, cutoff=cutoff)
+    hp.update(kwargs)
+    return build_potential(name, dtype=dtype, **hp).eval()
+
+
+@pytest.fixture(params=MODELS)
+def model_name(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def triclinic_cu() -> Atoms:
+    """A rattled, sheared 8-atom Cu cell (periodic, triclinic)."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1)
+    shear = np.array([[1.0, 0.04, 0.0], [0.0, 1.0, 0.03], [0.05, 0.0, 1.0]])
+    atoms.set_cell(atoms.cell.array @ shear, scale_atoms=True)
+    atoms.rattle(0.05, seed=3)
+    return atoms
+
+
+@pytest.fixture
+def molecule() -> Atoms:
+    """A small non-periodic cluster with two elements and a zero cell."""
+    rng = np.random.default_rng(4)
+    pos = rng.uniform(0.0, 4.0, size=(6, 3))
+    return Atoms([29, 29, 28, 29, 28, 29], positions=pos)
+
+
+@pytest.fixture
+def slab() -> Atoms:
+    """A Cu(111) slab: periodic in-plane, not along z."""
+    atoms = fcc111("Cu", size=(2, 2, 2), vacuum=5.0)
+    atoms.pbc = (True, True, False)
+    atoms.rattle(0.03, seed=5)
+    return atoms
