@@ -12,6 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "MLCalculator": "mlcalc.calculator",
     "save_model": "mlcalc.model_io",
     "load_model": "mlcalc.model_io",
     "AtomisticModel": "mlcalc.model",

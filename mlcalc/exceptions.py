@@ -53,3 +53,15 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UnknownNameErr
     hint = did_you_mean(name, choices)
     known = ", ".join(choices)
     return UnknownNameError(f"unknown {kind} '{name}'{hint}; known: {known}")
+
+
+class UnknownElementError(InvalidStructureError):
+    """A structure holds an element the model was not trained on."""
+
+
+class DeviceError(MlcalcError, RuntimeError):
+    """The requested device is not available."""
+
+
+class EnsembleError(MlcalcError, ValueError):
+    """Members of a model ensemble are not compatible."""

@@ -38,6 +38,11 @@ forces = "forces"  #: (N, 3) forces, eV/Å
 stress = "stress"  #: (M, 6) Voigt stress (xx, yy, zz, yz, xz, xy), eV/Å³, ASE sign
 hessian = "hessian"  #: (M, 3n, 3n) second derivative of the energy, eV/Å²
 
+# --- ensembles ------------------------------------------------------------
+energy_std = "energy_std"  #: (M,) standard deviation of the members' energies, eV
+forces_std = "forces_std"  #: (N,) per-atom RMS deviation of the members' forces, eV/Å
+stress_std = "stress_std"  #: (M, 6) standard deviation of the members' stress, eV/Å³
+
 #: Properties the models can predict and data sets can label.
 PREDICTABLE = (energy, energies, forces, stress, hessian)
 

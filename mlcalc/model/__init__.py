@@ -9,9 +9,9 @@ from mlcalc.model.potential import (
     NeuralNetworkPotential,
     build_potential,
 )
-from mlcalc.model.predict import atoms_to_batch, predict
+from mlcalc.model.predict import atoms_to_batch, predict, split_results
 
 __all__ = [
     "DTYPES", "INPUT_MODULES", "OUTPUT_MODULES", "POSTPROCESSORS", "AtomisticModel",
-    "NeuralNetworkPotential", "atoms_to_batch", "build_potential", "predict",
+    "NeuralNetworkPotential", "atoms_to_batch", "build_potential", "predict", "split_results",
 ]

@@ -14,8 +14,8 @@ from mlcalc.data.collate import collate_atoms
 from mlcalc.exceptions import InvalidStructureError
 from mlcalc.model.potential import NeuralNetworkPotential
 
-_PER_ATOM = (P.energies, P.forces)
-_PER_STRUCTURE = (P.energy, P.stress)
+_PER_ATOM = (P.energies, P.forces, P.forces_std)
+_SCALAR = (P.energy, P.energy_std)
 
 
 def atoms_to_batch(atoms_list: Sequence[Atoms], neighbor_list,
@@ -61,10 +61,23 @@ def predict(model: NeuralNetworkPotential, atoms: Atoms | Sequence[Atoms],
     needs_grad = bool(model.required_derivatives)
     with torch.set_grad_enabled(needs_grad):
         out = model(batch)
+    return split_results(out, batch[P.n_atoms].tolist(), props)
 
-    n_atoms = batch[P.n_atoms].tolist()
-    results: list[dict[str, float | np.ndarray]] = [{} for _ in atoms_list]
-    for key in props:
+
+def split_results(out: dict[str, torch.Tensor], n_atoms: Sequence[int],
+                  properties: Iterable[str]) -> list[dict[str, float | np.ndarray]]:
+    """Cut batch outputs into one float64 numpy dict per structure.
+
+    Ensemble spreads (``energy_std``, ``forces_std``, ``stress_std``) follow
+    their property when present.
+    """
+    keys = list(properties)
+    for prop, std in ((P.energy, P.energy_std), (P.forces, P.forces_std),
+                      (P.stress, P.stress_std)):
+        if prop in keys and std in out and std not in keys:
+            keys.append(std)
+    results: list[dict[str, float | np.ndarray]] = [{} for _ in n_atoms]
+    for key in keys:
         if key not in out:
             continue
         value = out[key].detach().to("cpu", torch.float64).numpy()
@@ -75,5 +88,5 @@ def predict(model: NeuralNetworkPotential, atoms: Atoms | Sequence[Atoms],
         else:
             parts = list(value)
         for res, part in zip(results, parts, strict=True):
-            res[key] = float(part) if key == P.energy else part
+            res[key] = float(part) if key in _SCALAR else part
     return results

@@ -118,11 +118,9 @@ class RemoveOffsets(Transform):
         if self.offsets is not None:
             return
         ds = dm.dataset
-        numbers, energies = [], []
-        for i in dm.train_idx:
-            props = ds.get_properties(int(i))
-            numbers.append(props[P.Z].numpy())
-            energies.append(float(props[self.property][0]))
+        pairs = ds.numbers_and_labels(dm.train_idx, self.property)
+        numbers = [z.numpy() for z, _ in pairs]
+        energies = [float(e.reshape(-1)[0]) for _, e in pairs]
         if self.use_dataset_atomrefs:
             refs = ds.atomrefs.get(self.property)
             ref_table = {z: float(v) for z, v in enumerate(refs.tolist()) if v != 0.0}

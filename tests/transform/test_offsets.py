@@ -79,3 +79,29 @@ def test_remove_offsets_without_fit_is_an_error():
     inputs[P.energy] = torch.tensor([-1.0], dtype=torch.float64)
     with pytest.raises(RuntimeError, match="no offsets"):
         RemoveOffsets()(inputs)
+
+
+def test_remove_offsets_fitted_on_training_split_through_datamodule(tmp_path):
+    from ase.calculators.emt import EMT
+
+    from mlcalc.data import ASEAtomsData, AtomsDataModule
+
+    data = ASEAtomsData.create(tmp_path / "d.db", property_unit_dict={"energy": "eV"})
+    structures = []
+    for k in range(12):
+        atoms = bulk("Cu", "fcc", a=3.55 + 0.01 * k, cubic=True) * (1, 1, 1 + k % 2)
+        atoms.calc = EMT()
+        structures.append(atoms)
+    data.add_systems(structures)
+    remove = RemoveOffsets(remove_mean=True)
+    dm = AtomsDataModule(tmp_path / "d.db", batch_size=4, num_train=8, num_val=2,
+                         transforms=[remove], split_file=tmp_path / "split.npz")
+    dm.setup("fit")
+    pairs = data.numbers_and_labels(dm.train_idx, "energy")
+    mean = np.mean([e.item() / len(z) for z, e in pairs])
+    assert remove.offsets.mean_per_atom == pytest.approx(mean, abs=1e-12)
+    batch = next(iter(dm.train_dataloader()))
+    for k in range(len(batch["n_atoms"])):
+        idx = int(batch["idx"][k])
+        raw = data.get_properties(idx)["energy"].item()
+        assert batch["energy"][k].item() == pytest.approx(raw - mean * int(batch["n_atoms"][k]))

@@ -1,0 +1,244 @@
+"""MLCalculator: an ASE calculator around an mlcalc model.
+
+    >>> atoms.calc = MLCalculator("model.pt")   # doctest: +SKIP
+
+Cutoff, neighbor-list settings, elements, units and offsets come from the
+model file; the caller never passes them. One model evaluation serves every
+property of a geometry; the neighbor list is a Verlet list with a skin.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.data import chemical_symbols
+
+from mlcalc import properties as P
+from mlcalc.data.atoms import atoms_to_inputs
+from mlcalc.ensemble import EnsemblePotential
+from mlcalc.exceptions import DeviceError, UnknownElementError
+from mlcalc.model import NeuralNetworkPotential, predict, split_results
+from mlcalc.model_io import load_model
+from mlcalc.pretrained import resolve_model_path
+from mlcalc.transform.neighbors import get_neighbor_list
+from mlcalc.transform.verlet import VerletNeighborList
+
+#: Default Verlet skin in Å (see docs/calculator.rst for the measurement).
+DEFAULT_SKIN = 1.0
+
+ModelSpec = str | os.PathLike | NeuralNetworkPotential
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; refuse CUDA without CUDA."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device '{device}' was requested but CUDA is not available")
+    return device
+
+
+def default_threads() -> int:
+    """Torch threads used when neither ``threads`` nor OMP_NUM_THREADS is set.
+
+    Half the logical CPUs (hyperthreads share a core's floating-point units),
+    at least 1 and at most 8: more threads than that rarely pay for the
+    small per-step kernels of MD, and on a loaded 2-core machine two threads
+    can be many times slower than one.
+    """
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads deliberately and return the number in use."""
+    if threads is None:
+        if os.environ.get("OMP_NUM_THREADS"):
+            return torch.get_num_threads()  # torch honours OMP_NUM_THREADS itself
+        threads = default_threads()
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+def _load(spec: ModelSpec, device: torch.device, dtype) -> NeuralNetworkPotential:
+    if isinstance(spec, torch.nn.Module):
+        model = spec.to(dtype) if dtype is not None else spec
+        return model.to(device).eval()
+    return load_model(resolve_model_path(spec), device=device, dtype=dtype)
+
+
+class MLCalculator(Calculator):
+    """ASE calculator for mlcalc models (and ensembles of them).
+
+    Args:
+        model: path to a model file, the name of a bundled model, a loaded
+            :class:`NeuralNetworkPotential`, or a list of those (an ensemble:
+            results are the members' mean plus ``energy_std``, ``forces_std``
+            and ``stress_std``).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
+        dtype: network precision, ``"float32"`` or ``"float64"``; None keeps
+            the model file's. Positions, energy sums and offsets are float64
+            either way.
+        skin: Verlet skin in Å; 0 rebuilds the neighbor list at every call.
+        threads: torch threads; None respects OMP_NUM_THREADS, else
+            :func:`default_threads`. Torch's thread count is process-wide.
+        neighbor_list: backend name (``matscipy``, ``torch``,
+            ``torch_cluster``, ``ase``); default matscipy on CPU, torch on GPU.
+        info_keys: ``atoms.info`` keys the model reads; a change of any of
+            them invalidates the cached results.
+        **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
+
+    Attributes:
+        n_model_calls: model evaluations so far.
+    """
+
+    implemented_properties = [P.energy, P.free_energy, P.energies, P.forces, P.stress,
+                              P.hessian]
+
+    def __init__(self, model: ModelSpec | Sequence[ModelSpec], device: str = "auto",
+                 dtype: str | torch.dtype | None = None, skin: float = DEFAULT_SKIN,
+                 threads: int | None = None, neighbor_list: str | None = None,
+                 info_keys: Sequence[str] = (), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.threads = set_threads(threads)
+        self.device = resolve_device(device)
+        if isinstance(model, list | tuple):
+            names = [str(m) if not isinstance(m, torch.nn.Module) else f"member {k}"
+                     for k, m in enumerate(model)]
+            members = [_load(m, self.device, dtype) for m in model]
+            self.model: NeuralNetworkPotential | EnsemblePotential = EnsemblePotential(
+                members, names)
+            self.implemented_properties = [*MLCalculator.implemented_properties,
+                                           P.energy_std, P.forces_std, P.stress_std]
+        else:
+            self.model = _load(model, self.device, dtype)
+        self.model.eval()
+        self.cutoff = self.model.cutoff
+        self.skin = float(skin)
+        self.backend = neighbor_list or ("torch" if self.device.type == "cuda" else "matscipy")
+        self.verlet = self._new_verlet()
+        self.info_keys = tuple(info_keys)
+        self.n_model_calls = 0
+        self._want_stress = False
+        self._checked_numbers: np.ndarray | None = None
+
+    def _new_verlet(self) -> VerletNeighborList:
+        nl = get_neighbor_list(self.backend, self.cutoff + self.skin)
+        return VerletNeighborList(nl, self.cutoff, self.skin)
+
+    @property
+    def elements(self) -> list[int] | None:
+        """Atomic numbers the model knows (None: not recorded)."""
+        return self.model.elements
+
+    # ---- ASE contract -----------------------------------------------------
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and any(
+                not _same(atoms.info.get(k), self.atoms.info.get(k)) for k in self.info_keys):
+            changes.append("info")
+        return changes
+
+    def _check_elements(self, numbers: np.ndarray) -> None:
+        if self._checked_numbers is not None and np.array_equal(numbers, self._checked_numbers):
+            return
+        known = self.elements
+        if known is not None:
+            unknown = sorted(set(numbers.tolist()) - set(known))
+            if unknown:
+                names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
+                model_names = ", ".join(chemical_symbols[z] for z in known)
+                raise UnknownElementError(
+                    f"element {names} is not in the model; the model knows: {model_names}")
+        self._checked_numbers = numbers.copy()
+
+    def _properties_to_compute(self, atoms: Atoms, properties: Sequence[str]) -> list[str]:
+        props = {P.energy, P.energies, P.forces} | set(properties)
+        props.discard(P.free_energy)
+        if P.stress in props:
+            if not atoms.pbc.all():
+                raise PropertyNotImplementedError(
+                    "stress is only defined for structures periodic in all three directions")
+            # Once asked, stress is kept: NPT and cell filters ask every step,
+            # and computing it with the forces costs far less than a second call.
+            self._want_stress = True
+        elif self._want_stress and atoms.pbc.all():
+            props.add(P.stress)
+        return sorted(props)
+
+    def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] = (P.energy,),
+                  system_changes: Sequence[str] = all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        props = self._properties_to_compute(atoms, properties)
+        inputs = atoms_to_inputs(atoms)
+        self._check_elements(atoms.numbers)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        idx_i, idx_j, shifts = self.verlet(inputs[P.R], inputs[P.cell][0], inputs[P.pbc][0],
+                                           inputs[P.Z])
+        inputs.update({P.idx_i: idx_i, P.idx_j: idx_j, P.cell_shifts: shifts,
+                       P.idx_m: torch.zeros(len(atoms), dtype=torch.long, device=self.device)})
+        self.model.request(props)
+        with torch.set_grad_enabled(bool(self.model.required_derivatives)):
+            out = self.model(inputs)
+        self.n_model_calls += 1
+        (results,) = split_results(out, [len(atoms)], props)
+        results[P.free_energy] = results[P.energy]
+        self.results = results
+
+    # ---- batched evaluation --------------------------------------------------
+    def calculate_many(self, atoms_list: Sequence[Atoms],
+                       properties: Sequence[str] = (P.energy, P.forces),
+                       batch_size: int = 32) -> list[dict[str, float | np.ndarray]]:
+        """Evaluate many structures in batches; same numbers as one by one.
+
+        Each structure gets a calculator holding its results (sharing this
+        calculator's model), so ``atoms.get_forces()`` works on each without
+        another evaluation. Memory is bounded by ``batch_size`` structures.
+
+        Returns:
+            one results dict per structure (ASE names, float64).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        props = sorted({P.energy, *properties} - {P.free_energy})
+        if P.stress in props and not all(a.pbc.all() for a in atoms_list):
+            raise PropertyNotImplementedError(
+                "stress is only defined for structures periodic in all three directions")
+        nl = get_neighbor_list(self.backend, self.cutoff)
+        all_results = []
+        for start in range(0, len(atoms_list), batch_size):
+            chunk = atoms_list[start:start + batch_size]
+            for atoms in chunk:
+                self._check_elements(atoms.numbers)
+            for atoms, res in zip(chunk, predict(self.model, chunk, props, nl), strict=True):
+                res[P.free_energy] = res[P.energy]
+                calc = copy.copy(self)
+                calc.verlet = self._new_verlet()
+                calc.results = dict(res)
+                calc.atoms = atoms.copy()
+                atoms.calc = calc
+                all_results.append(res)
+        return all_results
+
+    def __repr__(self) -> str:
+        kind = type(self.model).__name__
+        return (f"MLCalculator({kind}, cutoff={self.cutoff}, skin={self.skin}, "
+                f"device={self.device}, dtype={str(self.model.dtype).removeprefix('torch.')})")
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(np.all(np.asarray(a) == np.asarray(b))) and type(a) is type(b)
+    except Exception:
+        return a is b
+
+
+__all__ = ["DEFAULT_SKIN", "MLCalculator", "default_threads", "resolve_device", "set_threads"]

@@ -1,0 +1,104 @@
+"""Verlet-skin neighbor list: build at cutoff + skin, reuse while atoms move little.
+
+Between rebuilds the stored pairs stay valid because no atom has moved more
+than skin/2 from where the list was built, so no pair can have come from
+beyond cutoff + skin into the cutoff. Displacements are measured as the
+minimum image along periodic directions: an atom wrapped back into the cell
+(its position jumped by a lattice vector) has not moved, and the integer
+shifts of its pairs are corrected for the jump instead of forcing a rebuild.
+The pairs are cut to the model cutoff at every step, so results with and
+without skin agree to rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mlcalc.transform.neighbors import NeighborList, filter_pairs
+
+Pairs = tuple[Tensor, Tensor, Tensor]
+
+
+class VerletNeighborList:
+    """Stateful pair list for one evolving structure (MD, relaxation).
+
+    Args:
+        neighbor_list: backend whose cutoff is the model cutoff + skin.
+        cutoff: model cutoff in Å.
+        skin: extra distance in Å (0: rebuild at every call).
+        cell_tol: largest change of any cell element (Å) that is not a change.
+
+    Attributes:
+        n_builds: number of full builds so far (for tests and benchmarks).
+    """
+
+    def __init__(self, neighbor_list: NeighborList, cutoff: float, skin: float,
+                 cell_tol: float = 1e-12) -> None:
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0, got {skin}")
+        if abs(neighbor_list.cutoff - (cutoff + skin)) > 1e-12:
+            raise ValueError("the neighbor list must be built at cutoff + skin")
+        self.neighbor_list = neighbor_list
+        self.cutoff = float(cutoff)
+        self.skin = float(skin)
+        self.cell_tol = cell_tol
+        self.n_builds = 0
+        self._ref: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self._pairs: Pairs | None = None
+
+    def reset(self) -> None:
+        """Forget the stored list (the next call rebuilds)."""
+        self._ref = None
+        self._pairs = None
+
+    def _image_offsets(self, positions: Tensor, cell: Tensor, pbc: Tensor) -> Tensor | None:
+        """Integer lattice jumps (N, 3) since the build, or None if a rebuild is due."""
+        ref_pos, ref_cell, ref_pbc, ref_numbers = self._ref
+        displacement = positions - ref_pos  # (N, 3)
+        jumps = torch.zeros_like(displacement)
+        if pbc.any():
+            frac = torch.linalg.solve(cell.T, displacement.T).T  # (N, 3) fractional
+            jumps = torch.round(frac) * pbc.to(frac.dtype)
+            displacement = displacement - jumps @ cell
+        moved = torch.linalg.vector_norm(displacement, dim=1).max()
+        if moved > 0.5 * self.skin:
+            return None
+        return jumps.long()
+
+    def _same_system(self, positions: Tensor, cell: Tensor, pbc: Tensor,
+                     numbers: Tensor) -> bool:
+        ref_pos, ref_cell, ref_pbc, ref_numbers = self._ref
+        return (positions.shape == ref_pos.shape and torch.equal(pbc, ref_pbc)
+                and torch.equal(numbers, ref_numbers)
+                and bool((cell - ref_cell).abs().max() <= self.cell_tol))
+
+    def __call__(self, positions: Tensor, cell: Tensor, pbc: Tensor, numbers: Tensor) -> Pairs:
+        """Pairs within the cutoff for the current geometry.
+
+        Args:
+            positions: (N, 3) float64 positions, Å (wrapped or not).
+            cell: (3, 3) float64 lattice vectors as rows, Å.
+            pbc: (3,) bool.
+            numbers: (N,) int64 atomic numbers.
+
+        Returns:
+            ``idx_i`` (E,), ``idx_j`` (E,), ``cell_shifts`` (E, 3) int64.
+        """
+        jumps = None
+        if self.skin > 0 and self._ref is not None and self._same_system(
+                positions, cell, pbc, numbers):
+            jumps = self._image_offsets(positions, cell, pbc)
+        if jumps is None:
+            self._pairs = self.neighbor_list.neighbor_pairs(positions, cell, pbc)
+            self._ref = (positions.clone(), cell.clone(), pbc.clone(), numbers.clone())
+            self.n_builds += 1
+            if self.skin == 0:
+                return self._pairs
+            idx_i, idx_j, shifts = self._pairs
+        else:
+            idx_i, idx_j, shifts = self._pairs
+            if bool(jumps.any()):
+                # the continuation of atom k is positions[k] - jumps[k] @ cell
+                shifts = shifts + jumps[idx_i] - jumps[idx_j]
+        return filter_pairs(idx_i, idx_j, shifts, positions, cell, self.cutoff)
