@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
-from ase.data import chemical_symbols
 
 from mlcalc import properties as P
 from mlcalc.data.atoms import atoms_to_inputs
 from mlcalc.ensemble import EnsemblePotential
-from mlcalc.exceptions import DeviceError, UnknownElementError
+from mlcalc.exceptions import DeviceError
 from mlcalc.model import NeuralNetworkPotential, predict, split_results
+from mlcalc.model.predict import check_elements
 from mlcalc.model_io import load_model
 from mlcalc.pretrained import resolve_model_path
 from mlcalc.transform.neighbors import get_neighbor_list
@@ -97,6 +98,8 @@ class MLCalculator(Calculator):
 
     Attributes:
         n_model_calls: model evaluations so far.
+        timings: seconds spent so far in ``neighbor_list`` (the Verlet list),
+            ``model`` (forward and backward) and ``calculate`` (all of it).
     """
 
     implemented_properties = [P.energy, P.free_energy, P.energies, P.forces, P.stress,
@@ -126,6 +129,7 @@ class MLCalculator(Calculator):
         self.verlet = self._new_verlet()
         self.info_keys = tuple(info_keys)
         self.n_model_calls = 0
+        self.timings = {"neighbor_list": 0.0, "model": 0.0, "calculate": 0.0}
         self._want_stress = False
         self._checked_numbers: np.ndarray | None = None
 
@@ -149,14 +153,7 @@ class MLCalculator(Calculator):
     def _check_elements(self, numbers: np.ndarray) -> None:
         if self._checked_numbers is not None and np.array_equal(numbers, self._checked_numbers):
             return
-        known = self.elements
-        if known is not None:
-            unknown = sorted(set(numbers.tolist()) - set(known))
-            if unknown:
-                names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
-                model_names = ", ".join(chemical_symbols[z] for z in known)
-                raise UnknownElementError(
-                    f"element {names} is not in the model; the model knows: {model_names}")
+        check_elements(numbers, self.elements)
         self._checked_numbers = numbers.copy()
 
     def _properties_to_compute(self, atoms: Atoms, properties: Sequence[str]) -> list[str]:
@@ -175,23 +172,30 @@ class MLCalculator(Calculator):
 
     def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] = (P.energy,),
                   system_changes: Sequence[str] = all_changes) -> None:
+        t0 = time.perf_counter()
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         props = self._properties_to_compute(atoms, properties)
         inputs = atoms_to_inputs(atoms)
         self._check_elements(atoms.numbers)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        t1 = time.perf_counter()
         idx_i, idx_j, shifts = self.verlet(inputs[P.R], inputs[P.cell][0], inputs[P.pbc][0],
                                            inputs[P.Z])
         inputs.update({P.idx_i: idx_i, P.idx_j: idx_j, P.cell_shifts: shifts,
                        P.idx_m: torch.zeros(len(atoms), dtype=torch.long, device=self.device)})
+        t2 = time.perf_counter()
         self.model.request(props)
         with torch.set_grad_enabled(bool(self.model.required_derivatives)):
             out = self.model(inputs)
-        self.n_model_calls += 1
         (results,) = split_results(out, [len(atoms)], props)
+        t3 = time.perf_counter()
+        self.n_model_calls += 1
         results[P.free_energy] = results[P.energy]
         self.results = results
+        self.timings["neighbor_list"] += t2 - t1
+        self.timings["model"] += t3 - t2
+        self.timings["calculate"] += time.perf_counter() - t0
 
     # ---- batched evaluation --------------------------------------------------
     def calculate_many(self, atoms_list: Sequence[Atoms],
@@ -216,8 +220,6 @@ class MLCalculator(Calculator):
         all_results = []
         for start in range(0, len(atoms_list), batch_size):
             chunk = atoms_list[start:start + batch_size]
-            for atoms in chunk:
-                self._check_elements(atoms.numbers)
             for atoms, res in zip(chunk, predict(self.model, chunk, props, nl), strict=True):
                 res[P.free_energy] = res[P.energy]
                 calc = copy.copy(self)

@@ -43,7 +43,7 @@ def _energy_fn(model: NeuralNetworkPotential | EnergyFn) -> EnergyFn:
 
 
 def numerical_forces(model: NeuralNetworkPotential | EnergyFn, atoms: Atoms,
-                     eps: float = 1e-4) -> np.ndarray:
+                     eps: float = 1e-5) -> np.ndarray:
     """Forces (n, 3) in eV/Å by central differences of the energy.
 
     ``model`` is a potential or any function atoms -> energy in eV.
@@ -85,14 +85,14 @@ def numerical_stress(model: NeuralNetworkPotential | EnergyFn, atoms: Atoms,
     return stress
 
 
-def check_forces(model: NeuralNetworkPotential, atoms: Atoms, eps: float = 1e-4) -> float:
-    """Max |F - F_fd| in eV/Å."""
+def check_forces(model: NeuralNetworkPotential, atoms: Atoms, eps: float = 1e-5) -> float:
+    """Max ``|F - F_fd|`` in eV/Å."""
     forces = predict(model, atoms, [P.energy, P.forces])[0][P.forces]
     return float(np.abs(forces - numerical_forces(model, atoms, eps)).max())
 
 
 def check_stress(model: NeuralNetworkPotential, atoms: Atoms, eps: float = 1e-5) -> float:
-    """Max |σ - σ_fd| in eV/Å³ (atoms must be periodic in 3D)."""
+    """Max ``|σ - σ_fd|`` in eV/Å³ (atoms must be periodic in 3D)."""
     stress = predict(model, atoms, [P.energy, P.stress])[0][P.stress]
     return float(np.abs(stress - numerical_stress(model, atoms, eps)).max())
 
@@ -113,7 +113,7 @@ def _compare(model: NeuralNetworkPotential, a: Atoms, b: Atoms,
 
 def check_rotation(model: NeuralNetworkPotential, atoms: Atoms,
                    seed: int = 0) -> tuple[float, float]:
-    """(|ΔE| eV, max |ΔF| eV/Å) after rotating positions and cell; forces rotate along."""
+    """(``|ΔE|`` eV, max ``|ΔF|`` eV/Å) after rotating positions and cell; forces rotate along."""
     rot = random_rotation(seed)
     rotated = atoms.copy()
     rotated.positions = atoms.positions @ rot.T
@@ -123,7 +123,7 @@ def check_rotation(model: NeuralNetworkPotential, atoms: Atoms,
 
 def check_translation(model: NeuralNetworkPotential, atoms: Atoms,
                       shift: Sequence[float] = (0.37, -1.1, 2.3)) -> tuple[float, float]:
-    """(|ΔE|, max |ΔF|) after translating every atom by ``shift`` Å."""
+    """(``|ΔE|``, max ``|ΔF|``) after translating every atom by ``shift`` Å."""
     moved = atoms.copy()
     moved.positions += np.asarray(shift)
     return _compare(model, atoms, moved)
@@ -131,14 +131,14 @@ def check_translation(model: NeuralNetworkPotential, atoms: Atoms,
 
 def check_permutation(model: NeuralNetworkPotential, atoms: Atoms,
                       seed: int = 0) -> tuple[float, float]:
-    """(|ΔE|, max |ΔF|) after reordering the atoms; forces reorder along."""
+    """(``|ΔE|``, max ``|ΔF|``) after reordering the atoms; forces reorder along."""
     perm = np.random.default_rng(seed).permutation(len(atoms))
     return _compare(model, atoms, atoms[perm], lambda f: f[perm])
 
 
 def check_wrapping(model: NeuralNetworkPotential, atoms: Atoms,
                    seed: int = 0) -> tuple[float, float]:
-    """(|ΔE|, max |ΔF|) between positions moved by random lattice vectors and wrapped ones."""
+    """(``|ΔE|``, max ``|ΔF|``): positions moved by random lattice vectors vs wrapped."""
     unwrapped = atoms.copy()
     n = np.random.default_rng(seed).integers(-2, 3, size=(len(atoms), 3)) * atoms.pbc
     unwrapped.positions += n @ atoms.cell.array
@@ -149,7 +149,7 @@ def check_wrapping(model: NeuralNetworkPotential, atoms: Atoms,
 
 def check_supercell(model: NeuralNetworkPotential, atoms: Atoms,
                     repeat: tuple[int, int, int] = (2, 2, 2)) -> float:
-    """|E(supercell) - n·E(cell)| per atom of the supercell, eV/atom."""
+    """``|E(supercell) - n·E(cell)|`` per atom of the supercell, eV/atom."""
     n = int(np.prod(repeat))
     big = atoms.repeat(repeat)
     e_small, e_big = (r[P.energy] for r in predict(model, [atoms, big], [P.energy]))
@@ -157,7 +157,7 @@ def check_supercell(model: NeuralNetworkPotential, atoms: Atoms,
 
 
 def check_batch(model: NeuralNetworkPotential, atoms_list: Sequence[Atoms]) -> tuple[float, float]:
-    """(max |ΔE|, max |ΔF|) between one batch of all structures and each alone."""
+    """(max ``|ΔE|``, max ``|ΔF|``) between one batch of all structures and each alone."""
     batched = predict(model, atoms_list, [P.energy, P.forces])
     de = df = 0.0
     for atoms, rb in zip(atoms_list, batched, strict=True):
@@ -169,7 +169,7 @@ def check_batch(model: NeuralNetworkPotential, atoms_list: Sequence[Atoms]) -> t
 
 def check_save_load(model: NeuralNetworkPotential, atoms: Atoms,
                     path: str | os.PathLike) -> tuple[float, float]:
-    """(|ΔE|, max |ΔF|) between ``model`` and its save → load copy at ``path``."""
+    """(``|ΔE|``, max ``|ΔF|``) between ``model`` and its save → load copy at ``path``."""
     from mlcalc.model_io import load_model, save_model
 
     save_model(model, path)
@@ -181,7 +181,7 @@ def check_save_load(model: NeuralNetworkPotential, atoms: Atoms,
 
 def check_cutoff_continuity(model: NeuralNetworkPotential, element: int = 29,
                             delta: float = 1e-6) -> tuple[float, float]:
-    """(|ΔE|, max |ΔF|) of a dimer just inside vs just outside the cutoff."""
+    """(``|ΔE|``, max ``|ΔF|``) of a dimer just inside vs just outside the cutoff."""
     rc = model.cutoff
     dimers = [Atoms([element, element], positions=[[0, 0, 0], [rc + s, 0, 0]])
               for s in (-delta, delta)]

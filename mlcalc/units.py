@@ -2,9 +2,10 @@
 
 Data sets may declare other units in their metadata (``"kcal/mol"``,
 ``"Hartree/Bohr"``, ``"eV/Ang^3"``, ...); they are converted on load with the
-helpers here. A unit string is a product/quotient of names known to
-:mod:`ase.units` (plus common aliases such as ``Å``, ``Angstrom``, ``Ha``),
-each with an optional power written ``^n`` or ``**n``. Division binds to the
+helpers here. A unit string is a product/quotient of the names eV, meV,
+Hartree, Ry, J, kJ, cal, kcal, mol, Ang, nm, Bohr, m, Pa, GPa, bar, kbar
+(values from :mod:`ase.units`; aliases such as ``Å``, ``Angstrom``, ``Ha``,
+any case), each with an optional power written ``^n`` or ``**n``. Division binds to the
 single term on its right, so ``kcal/mol/Ang`` is kcal per mol per Å.
 """
 
@@ -125,8 +126,8 @@ def conversion_factor(from_unit: str, to_unit: str) -> float:
 def to_internal(prop: str, unit: str) -> float:
     """Factor converting ``prop`` given in ``unit`` into mlcalc's internal unit.
 
-    Properties without a known dimension (custom labels) must be given as
-    ``"1"``-free plain names; those are returned unchanged (factor 1).
+    Properties without an internal unit (custom labels) are not converted:
+    the factor is 1 whatever ``unit`` says.
     """
     target = INTERNAL_UNITS.get(prop)
     if target is None:

@@ -11,11 +11,29 @@ from ase import Atoms
 from mlcalc import properties as P
 from mlcalc.data.atoms import atoms_to_inputs
 from mlcalc.data.collate import collate_atoms
-from mlcalc.exceptions import InvalidStructureError
+from mlcalc.exceptions import InvalidStructureError, UnknownElementError
 from mlcalc.model.potential import NeuralNetworkPotential
 
 _PER_ATOM = (P.energies, P.forces, P.forces_std)
 _SCALAR = (P.energy, P.energy_std)
+
+
+def check_elements(numbers: np.ndarray, elements: Sequence[int] | None) -> None:
+    """Raise :class:`UnknownElementError` for atomic numbers outside ``elements``.
+
+    Args:
+        numbers: (N,) atomic numbers of a structure.
+        elements: atomic numbers the model was trained on (None: any).
+    """
+    if elements is None:
+        return
+    unknown = sorted(set(np.asarray(numbers).tolist()) - set(elements))
+    if unknown:
+        from ase.data import chemical_symbols
+
+        names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
+        known = ", ".join(chemical_symbols[z] for z in elements)
+        raise UnknownElementError(f"element {names} is not in the model; the model knows: {known}")
 
 
 def atoms_to_batch(atoms_list: Sequence[Atoms], neighbor_list,
@@ -45,6 +63,7 @@ def predict(model: NeuralNetworkPotential, atoms: Atoms | Sequence[Atoms],
     Raises:
         InvalidStructureError: bad structure, or stress of a structure that is
             not periodic in all three directions.
+        UnknownElementError: an element the model was not trained on.
     """
     from mlcalc.transform.neighbors import MatScipyNeighborList
 
@@ -52,6 +71,8 @@ def predict(model: NeuralNetworkPotential, atoms: Atoms | Sequence[Atoms],
     props = list(dict.fromkeys(properties))
     if P.stress in props and not all(a.pbc.all() for a in atoms_list):
         raise InvalidStructureError("stress needs a structure periodic in all three directions")
+    for a in atoms_list:
+        check_elements(a.numbers, model.elements)
     nl = neighbor_list or MatScipyNeighborList(model.cutoff)
     device = next(model.parameters()).device
     batch = atoms_to_batch(atoms_list, nl, device)

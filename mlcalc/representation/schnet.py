@@ -3,8 +3,10 @@
 K. T. Schütt et al., "SchNet – A deep learning architecture for molecules and
 materials", J. Chem. Phys. 148, 241722 (2018).
 
-Each interaction updates atom features x_i by
-    x_i ← x_i + f_out( Σ_j  f_in(x_j) ⊙ W(d_ij) · f_cut(d_ij) ),
+Each interaction updates atom features x_i by::
+
+    x_i ← x_i + f_out( Σ_j  f_in(x_j) ⊙ W(d_ij) · f_cut(d_ij) )
+
 with W a filter network on a radial expansion of the distance d_ij.
 """
 

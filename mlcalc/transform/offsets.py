@@ -90,7 +90,7 @@ class RemoveOffsets(Transform):
     The offsets are given, or fitted on the training split when the data
     module calls :meth:`datamodule_setup` (least squares for atomrefs, mean
     per atom; reference atomrefs from the data set's metadata are used when
-    ``atomrefs="dataset"``).
+    ``use_dataset_atomrefs`` is True).
 
     Args:
         remove_mean: subtract a per-atom mean.
@@ -98,6 +98,7 @@ class RemoveOffsets(Transform):
         offsets: fixed offsets (skip fitting).
         use_dataset_atomrefs: take atomrefs from the data set metadata
             instead of fitting them.
+        property: the per-structure label to correct (``energy``).
     """
 
     is_postprocessor = False
@@ -154,6 +155,11 @@ class AddOffsets(Transform):
 
     The offset table is a plain float64 attribute, not a buffer, so casting
     the model to float32 (``model.float()``) leaves it in double precision.
+
+    Args:
+        offsets: the offsets (or their ``to_dict()`` form).
+        property: per-structure output to correct (``energy``).
+        per_atom_property: per-atom output to correct (``energies``).
     """
 
     is_preprocessor = False

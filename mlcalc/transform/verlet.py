@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mlcalc.transform.neighbors import NeighborList, filter_pairs
+from mlcalc.transform.neighbors import NeighborList
 
 Pairs = tuple[Tensor, Tensor, Tensor]
 
@@ -46,11 +46,13 @@ class VerletNeighborList:
         self.n_builds = 0
         self._ref: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self._pairs: Pairs | None = None
+        self._offsets: Tensor | None = None  # (E, 3) shifts @ cell of the stored pairs
 
     def reset(self) -> None:
         """Forget the stored list (the next call rebuilds)."""
         self._ref = None
         self._pairs = None
+        self._offsets = None
 
     def _image_offsets(self, positions: Tensor, cell: Tensor, pbc: Tensor) -> Tensor | None:
         """Integer lattice jumps (N, 3) since the build, or None if a rebuild is due."""
@@ -95,10 +97,20 @@ class VerletNeighborList:
             self.n_builds += 1
             if self.skin == 0:
                 return self._pairs
-            idx_i, idx_j, shifts = self._pairs
-        else:
-            idx_i, idx_j, shifts = self._pairs
-            if bool(jumps.any()):
-                # the continuation of atom k is positions[k] - jumps[k] @ cell
-                shifts = shifts + jumps[idx_i] - jumps[idx_j]
-        return filter_pairs(idx_i, idx_j, shifts, positions, cell, self.cutoff)
+            # the cell is fixed until the next build: Cartesian image offsets once
+            self._offsets = self._pairs[2].to(cell.dtype) @ cell
+            jumps = torch.zeros_like(positions, dtype=torch.long)
+        return self._cut(positions, cell, jumps)
+
+    def _cut(self, positions: Tensor, cell: Tensor, jumps: Tensor) -> Pairs:
+        """The stored pairs shorter than the cutoff, shifts corrected for wrapped atoms."""
+        idx_i, idx_j, shifts = self._pairs
+        offsets = self._offsets
+        if bool(jumps.any()):
+            # the continuation of atom k is positions[k] - jumps[k] @ cell
+            shifts = shifts + jumps[idx_i] - jumps[idx_j]
+            offsets = shifts.to(cell.dtype) @ cell
+        rij = positions.index_select(0, idx_j) - positions.index_select(0, idx_i) + offsets
+        keep = torch.nonzero(rij.square().sum(1) < self.cutoff**2).squeeze(1)
+        return idx_i.index_select(0, keep), idx_j.index_select(0, keep), shifts.index_select(
+            0, keep)

@@ -104,3 +104,11 @@ def test_hessian_is_symmetric_and_matches_force_differences():
 def test_model_repr_shows_hyperparameters():
     text = repr(tiny_model("painn"))
     assert "n_atom_basis=16" in text and "cutoff=4.0" in text
+
+
+def test_predict_refuses_unknown_elements():
+    from mlcalc.exceptions import UnknownElementError
+
+    model = build_potential("schnet", n_atom_basis=8, n_interactions=1, elements=[29])
+    with pytest.raises(UnknownElementError, match=r"element Ni \(Z=28\) is not in the model"):
+        predict(model, bulk("Ni", cubic=True), ["energy"])

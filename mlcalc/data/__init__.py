@@ -1,0 +1,23 @@
+"""Data: structures and labels in, input dicts out (see DESIGN.md, "Data flow").
+
+:class:`ASEAtomsData` stores labelled structures with their units,
+:class:`AtomsDataModule` splits them for training, :func:`collate_atoms`
+batches them, and the converters build databases from files.
+"""
+
+from mlcalc.data.atoms import atoms_to_inputs, validate_structure
+from mlcalc.data.atoms_data import ASEAtomsData, BaseAtomsData
+from mlcalc.data.collate import collate_atoms
+from mlcalc.data.convert import from_ase_file, from_npz
+from mlcalc.data.datamodule import AtomsDataModule
+
+__all__ = [
+    "ASEAtomsData",
+    "AtomsDataModule",
+    "BaseAtomsData",
+    "atoms_to_inputs",
+    "collate_atoms",
+    "from_ase_file",
+    "from_npz",
+    "validate_structure",
+]
