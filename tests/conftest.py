@@ -65,3 +65,24 @@ def slab() -> Atoms:
     atoms.pbc = (True, True, False)
     atoms.rattle(0.03, seed=5)
     return atoms
+
+
+@pytest.fixture(scope="session")
+def emt_db(tmp_path_factory):
+    """A tiny labelled data set: 30 strained, rattled 8-atom Cu cells (EMT)."""
+    from ase.calculators.emt import EMT
+
+    from mlcalc.data import ASEAtomsData
+
+    path = tmp_path_factory.mktemp("data") / "cu.db"
+    rng = np.random.default_rng(0)
+    data = ASEAtomsData.create(path, property_unit_dict={
+        "energy": "eV", "forces": "eV/Ang", "stress": "eV/Ang^3"})
+    structures = []
+    for k in range(30):
+        atoms = bulk("Cu", "fcc", a=3.6 * (1 + rng.uniform(-0.03, 0.03)), cubic=True) * (2, 1, 1)
+        atoms.rattle(0.08, seed=k)
+        atoms.calc = EMT()
+        structures.append(atoms)
+    data.add_systems(structures)
+    return path

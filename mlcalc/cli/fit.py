@@ -1,0 +1,31 @@
+"""``mlcalc fit RECIPE``: train a potential from a YAML recipe."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("fit")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. --set train.max_epochs=5 (repeatable).")
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), default=None,
+              help="Run folder (default: the recipe's output_dir).")
+@click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def fit(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume: bool,
+        no_progress: bool) -> None:
+    """Train the potential described by RECIPE and write model.pt and its metrics."""
+    from mlcalc.exceptions import MlcalcError
+    from mlcalc.fit import fit as run_fit
+    from mlcalc.recipe import load_recipe
+
+    try:
+        parsed = load_recipe(recipe, list(overrides))
+        result = run_fit(parsed, output_dir=output_dir, resume=resume, progress=not no_progress)
+    except (MlcalcError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {result.model_path} after {result.epochs} epochs")
+    for prop, values in result.metrics.items():
+        shown = ", ".join(f"{k.upper()} {v:.4g}" for k, v in values.items() if k != "unit")
+        click.echo(f"test {prop}: {shown} {values['unit']}")

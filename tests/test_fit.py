@@ -1,0 +1,195 @@
+"""mlcalc fit: a whole training run through the command line, on tiny data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from mlcalc import MLCalculator
+from mlcalc.cli.main import cli
+
+
+def write_recipe(folder, db, **changes) -> str:
+    recipe = {
+        "data": {"path": str(db), "num_train": 18, "num_val": 6, "batch_size": 6},
+        "model": {"representation": "painn", "n_atom_basis": 12, "n_interactions": 2,
+                  "cutoff": 4.0, "n_rbf": 8},
+        "outputs": {"energy": {"weight": 0.2, "per_atom": True}, "forces": {"weight": 0.8}},
+        "train": {"max_epochs": 2, "lr": 3e-3, "log_every_n_steps": 1, "lr_scheduler": "none"},
+        "output_dir": str(folder / "run"),
+    }
+    for key, value in changes.items():
+        section, name = key.split("__")
+        recipe[section][name] = value
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, list(args))
+    return result
+
+
+def epoch_losses(run_dir, key):
+    values = []
+    for path in sorted((run_dir / "logs").glob("version_*/metrics.csv")):
+        with open(path) as fh:
+            values += [float(r[key]) for r in csv.DictReader(fh) if r.get(key)]
+    return values
+
+
+def test_fit_two_epochs_writes_a_usable_model(tmp_path, emt_db):
+    recipe = write_recipe(tmp_path, emt_db, train__max_epochs=3)
+    result = run("fit", recipe, "--no-progress")
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "run"
+    losses = epoch_losses(run_dir, "train_loss")
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics) == {"energy_per_atom", "forces"}
+    assert metrics["forces"]["unit"] == "eV/Ang" and metrics["forces"]["mae"] > 0
+    for name in ("model.pt", "split.npz", "recipe.yaml", "learning_curve.png",
+                 "parity_energy.png", "parity_forces.png", "checkpoints/best.ckpt",
+                 "checkpoints/last.ckpt"):
+        assert (run_dir / name).exists(), name
+    assert list((run_dir / "tensorboard").glob("version_0/events.out.tfevents*"))
+    # the model loads into the calculator and restores the energy offset
+    from mlcalc.data import ASEAtomsData
+
+    data = ASEAtomsData(emt_db)
+    atoms = data.get_atoms(0)
+    reference = atoms.get_potential_energy()
+    calc = MLCalculator(run_dir / "model.pt")
+    atoms.calc = calc
+    energy = atoms.get_potential_energy()
+    assert abs(energy - reference) / len(atoms) < 0.5  # near EMT, not off by the offset
+    info = calc.model.file_info["metadata"]
+    assert info["test_metrics"] == metrics and len(info["data_hash"]) == 64
+    assert info["recipe"]["model"]["n_atom_basis"] == 12
+    assert calc.elements == [29]
+
+
+def test_offsets_restored_exactly_in_float64(tmp_path, emt_db):
+    from mlcalc import load_model
+    from mlcalc.model import predict
+
+    recipe = write_recipe(tmp_path, emt_db, train__max_epochs=1)
+    assert run("fit", recipe, "--no-progress").exit_code == 0
+    model = load_model(tmp_path / "run" / "model.pt")
+    assert model.dtype == torch.float32
+    from mlcalc.data import ASEAtomsData
+
+    atoms = ASEAtomsData(emt_db).get_atoms(3)
+    with_offsets = predict(model, atoms, ["energy"])[0]["energy"]
+    model.do_postprocessing = False
+    bare = predict(model, atoms, ["energy"])[0]["energy"]
+    offset = model.offsets.mean_per_atom * len(atoms)
+    assert with_offsets == bare + offset  # float64 addition, bit for bit
+
+
+def test_resume_after_interrupt_ends_at_same_epoch_with_same_split(tmp_path, emt_db,
+                                                                   monkeypatch):
+    import pytorch_lightning as pl
+
+    import mlcalc.fit as fitmod
+
+    class Interrupt(pl.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 2:
+                raise KeyboardInterrupt
+
+    original = fitmod._callbacks
+    monkeypatch.setattr(fitmod, "_callbacks",
+                        lambda *a: [*original(*a), Interrupt()])
+    recipe = write_recipe(tmp_path, emt_db, train__max_epochs=4)
+    try:
+        result = run("fit", recipe, "--no-progress")
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert result.exit_code == 1
+    assert "training interrupted at epoch 2" in result.output
+    assert "continue with --resume" in result.output
+    assert "Traceback" not in result.output
+    run_dir = tmp_path / "run"
+    split_before = dict(np.load(run_dir / "split.npz"))
+    assert not (run_dir / "model.pt").exists()
+    monkeypatch.setattr(fitmod, "_callbacks", original)
+    result = run("fit", recipe, "--no-progress", "--resume")
+    assert result.exit_code == 0, result.output
+    assert "after 4 epochs" in result.output
+    split_after = dict(np.load(run_dir / "split.npz"))
+    for key in split_before:
+        np.testing.assert_array_equal(split_before[key], split_after[key])
+    assert len(epoch_losses(run_dir, "val_loss")) == 4
+
+
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path, emt_db, monkeypatch):
+    import pytorch_lightning as pl
+
+    import mlcalc.fit as fitmod
+
+    class Poison(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.current_epoch == 1:
+                with torch.no_grad():
+                    next(module.parameters()).fill_(float("nan"))
+
+    original = fitmod._callbacks
+    monkeypatch.setattr(fitmod, "_callbacks", lambda *a: [*original(*a), Poison()])
+    recipe = write_recipe(tmp_path, emt_db, train__max_epochs=3)
+    result = run("fit", recipe, "--no-progress")
+    assert result.exit_code == 1
+    assert "the training loss became nan at epoch 1" in result.output
+    assert "the last good checkpoint is" in result.output
+    assert "Traceback" not in result.output
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()
+               if v.is_floating_point())
+
+
+def test_missing_property_fails_before_training(tmp_path, emt_db):
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from mlcalc.data import ASEAtomsData
+
+    db = tmp_path / "energy_only.db"
+    data = ASEAtomsData.create(db, property_unit_dict={"energy": "eV"})
+    atoms = bulk("Cu", cubic=True)
+    atoms.calc = EMT()
+    data.add_systems([atoms] * 4)
+    recipe = write_recipe(tmp_path, db)
+    result = run("fit", recipe, "--no-progress")
+    assert result.exit_code == 1
+    assert "has no property 'forces'" in result.output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_existing_run_is_not_overwritten(tmp_path, emt_db):
+    recipe = write_recipe(tmp_path, emt_db, train__max_epochs=1)
+    assert run("fit", recipe, "--no-progress").exit_code == 0
+    before = (tmp_path / "run" / "model.pt").read_bytes()
+    result = run("fit", recipe, "--no-progress")
+    assert result.exit_code == 1 and "already holds a run" in result.output
+    assert (tmp_path / "run" / "model.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr_sheduler=cosine", "train.lr_sheduler: unknown key (did you mean 'lr_scheduler'?)"),
+    ("train.lr=-1", "train.lr: must be positive"),
+    ("model.representation=pain", "did you mean 'painn'"),
+])
+def test_recipe_errors_are_one_line(tmp_path, emt_db, override, message):
+    recipe = write_recipe(tmp_path, emt_db)
+    result = run("fit", recipe, "--set", override)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
