@@ -1,0 +1,245 @@
+"""Neighbor lists: transforms adding the pairs within a cutoff to an input dict.
+
+Convention shared by every backend: the list is FULL (both i->j and j->i),
+the pair vector is ``R[j] - R[i] + cell_shifts @ cell`` for the positions as
+given (they need not lie inside the cell), pairs with ``|Rij| < cutoff``
+(strict) are kept, the self pair (i == j, zero shift) is left out but an atom's
+own periodic images are included. Non-periodic directions are never
+replicated and their cell vectors may be zero. All backends return the same
+set of (i, j, shift) triples; only their order differs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mlcalc import properties as P
+from mlcalc.exceptions import unknown_name
+from mlcalc.transform.base import Transform
+from mlcalc.transform.torch_cell_list import (
+    assemble_pairs,
+    boxed_cell,
+    cell_list_search,
+    replicate_images,
+)
+
+Pairs = tuple[Tensor, Tensor, Tensor]
+
+
+def _empty_pairs(device: torch.device) -> Pairs:
+    """No pairs: (0,), (0,) and (0, 3) int64 tensors."""
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    return empty, empty.clone(), torch.zeros(0, 3, dtype=torch.long, device=device)
+
+
+def filter_pairs(idx_i: Tensor, idx_j: Tensor, cell_shifts: Tensor, positions: Tensor,
+                 cell: Tensor, cutoff: float) -> Pairs:
+    """Keep the pairs shorter than ``cutoff``.
+
+    Used to cut a list built at ``cutoff + skin`` down to the model cutoff.
+
+    Args:
+        idx_i, idx_j: (E,) int64 pair atoms.
+        cell_shifts: (E, 3) integer cell shifts.
+        positions: (N, 3) positions, Å.
+        cell: (3, 3) lattice vectors as rows, Å.
+        cutoff: Å; pairs with ``|R[j] - R[i] + shift @ cell| < cutoff`` are kept.
+
+    Returns:
+        the kept ``idx_i`` (E',), ``idx_j`` (E',), ``cell_shifts`` (E', 3).
+    """
+    rij = positions[idx_j] - positions[idx_i] + cell_shifts.to(positions.dtype) @ cell
+    keep = torch.linalg.vector_norm(rij, dim=1) < cutoff
+    return idx_i[keep], idx_j[keep], cell_shifts[keep]
+
+
+#: Every backend searches at a cutoff widened by this factor and then applies the
+#: exact cut of :func:`_exact_cut`: a pair whose length lies within rounding of the
+#: cutoff is then kept or dropped alike by all backends (matscipy, which wraps the
+#: atoms first, otherwise keeps pairs one ulp longer than the cutoff).
+_WIDEN = 1.0 + 1e-9
+
+
+def _exact_cut(pairs: Pairs, positions: Tensor, cell: Tensor, cutoff: float) -> Pairs:
+    """:func:`filter_pairs` on the positions as given, in the model's own arithmetic."""
+    return filter_pairs(*pairs, positions, cell.to(positions), cutoff)
+
+
+class NeighborList(Transform):
+    """Base class: adds ``idx_i``, ``idx_j`` and ``cell_shifts`` of ONE structure.
+
+    Args:
+        cutoff: pairs strictly shorter than this are listed, Å.
+    """
+
+    def __init__(self, cutoff: float) -> None:
+        super().__init__()
+        if not cutoff > 0:
+            raise ValueError(f"the neighbor-list cutoff must be positive, got {cutoff}")
+        self.cutoff = float(cutoff)
+
+    def neighbor_pairs(self, positions: Tensor, cell: Tensor, pbc: Tensor) -> Pairs:
+        """Pairs of one structure.
+
+        Args:
+            positions: (N, 3) float64 positions, Å.
+            cell: (3, 3) float64 lattice vectors as rows, Å.
+            pbc: (3,) bool periodic directions.
+
+        Returns:
+            ``idx_i`` (E,), ``idx_j`` (E,) and ``cell_shifts`` (E, 3), int64,
+            on the device of ``positions``.
+        """
+        raise NotImplementedError
+
+    def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Return a shallow copy of ``inputs`` with the pair keys added.
+
+        Reads ``positions`` (N, 3), ``cell`` (1, 3, 3) and ``pbc`` (1, 3).
+        """
+        positions = inputs[P.R]
+        cell = inputs[P.cell].reshape(3, 3)
+        pbc = inputs[P.pbc].reshape(3)
+        idx_i, idx_j, shifts = self.neighbor_pairs(positions, cell, pbc)
+        out = dict(inputs)
+        out[P.idx_i] = idx_i.long()
+        out[P.idx_j] = idx_j.long()
+        out[P.cell_shifts] = shifts.long()
+        return out
+
+    def extra_repr(self) -> str:
+        return f"cutoff={self.cutoff}"
+
+
+def _to_numpy(positions: Tensor, cell: Tensor, pbc: Tensor
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CPU float64 / bool arrays for the numpy-based backends."""
+    return (positions.detach().cpu().double().numpy(), cell.detach().cpu().double().numpy(),
+            pbc.detach().cpu().numpy().astype(bool))
+
+
+def _from_numpy(i: np.ndarray, j: np.ndarray, s: np.ndarray, device: torch.device) -> Pairs:
+    return (torch.as_tensor(i.astype(np.int64), device=device),
+            torch.as_tensor(j.astype(np.int64), device=device),
+            torch.as_tensor(s.astype(np.int64).reshape(-1, 3), device=device))
+
+
+class ASENeighborList(NeighborList):
+    """``ase.neighborlist.primitive_neighbor_list``: slow, the reference in tests.
+
+    It gets the same completed cell as matscipy (see
+    :func:`mlcalc.transform.torch_cell_list.boxed_cell`).
+    """
+
+    def neighbor_pairs(self, positions: Tensor, cell: Tensor, pbc: Tensor) -> Pairs:
+        from ase.neighborlist import primitive_neighbor_list
+
+        if len(positions) == 0:
+            return _empty_pairs(positions.device)
+        pos, cel, per = _to_numpy(positions, cell, pbc)
+        pos, full = boxed_cell(pos, cel, per, self.cutoff)
+        i, j, s = primitive_neighbor_list("ijS", per, full, pos, self.cutoff * _WIDEN,
+                                          self_interaction=False, use_scaled_positions=False)
+        return _exact_cut(_from_numpy(i, j, s, positions.device), positions, cell, self.cutoff)
+
+
+class MatScipyNeighborList(NeighborList):
+    """``matscipy.neighbours.neighbour_list`` (compiled cell list, CPU)."""
+
+    def neighbor_pairs(self, positions: Tensor, cell: Tensor, pbc: Tensor) -> Pairs:
+        from matscipy.neighbours import neighbour_list
+
+        if len(positions) == 0:
+            return _empty_pairs(positions.device)
+        pos, cel, per = _to_numpy(positions, cell, pbc)
+        pos, full = boxed_cell(pos, cel, per, self.cutoff)
+        i, j, s = neighbour_list("ijS", positions=pos, cell=full,
+                                 pbc=per, cutoff=self.cutoff * _WIDEN)
+        return _exact_cut(_from_numpy(i, j, s, positions.device), positions, cell, self.cutoff)
+
+
+class TorchNeighborList(NeighborList):
+    """Pure-torch O(N) cell list; runs on CPU or CUDA tensors, no compiled code.
+
+    Args:
+        cutoff: Å.
+        max_candidates: candidate pairs examined at once (bounds peak memory).
+    """
+
+    def __init__(self, cutoff: float, max_candidates: int = 1 << 22) -> None:
+        super().__init__(cutoff)
+        self.max_candidates = int(max_candidates)
+
+    def neighbor_pairs(self, positions: Tensor, cell: Tensor, pbc: Tensor) -> Pairs:
+        if len(positions) == 0:
+            return _empty_pairs(positions.device)
+        images = replicate_images(positions, cell, pbc, self.cutoff * _WIDEN)
+        centre, image = cell_list_search(images.images, len(positions), self.cutoff * _WIDEN,
+                                         self.max_candidates)
+        pairs = assemble_pairs(images, centre, image)
+        return _exact_cut(pairs, positions, cell, self.cutoff)
+
+
+_CLUSTER_HINT = "TorchClusterNeighborList needs torch-cluster: pip install 'mlcalc[cluster]'"
+
+
+def _import_torch_cluster() -> ModuleType:
+    try:
+        return importlib.import_module("torch_cluster")
+    except ImportError as err:
+        raise ImportError(_CLUSTER_HINT) from err
+
+
+class TorchClusterNeighborList(NeighborList):
+    """``torch_cluster.radius`` on the same periodic images as :class:`TorchNeighborList`.
+
+    Needs the optional ``torch-cluster`` package (``pip install 'mlcalc[cluster]'``).
+    """
+
+    def __init__(self, cutoff: float) -> None:
+        super().__init__(cutoff)
+        _import_torch_cluster()  # fail at construction, not at the first structure
+
+    def neighbor_pairs(self, positions: Tensor, cell: Tensor, pbc: Tensor) -> Pairs:
+        if len(positions) == 0:
+            return _empty_pairs(positions.device)
+        torch_cluster = _import_torch_cluster()
+        images = replicate_images(positions, cell, pbc, self.cutoff * _WIDEN)
+        n = len(positions)
+        # radius() silently truncates at max_num_neighbors: start from a guess and
+        # double it until no centre reaches the limit.
+        limit = 64
+        while True:
+            limit = min(limit, len(images.images))
+            found = torch_cluster.radius(images.images, images.centres,
+                                         self.cutoff * _WIDEN, max_num_neighbors=limit)
+            centre, image = found[0], found[1]
+            if len(centre) == 0 or limit >= len(images.images):
+                break
+            if int(torch.bincount(centre, minlength=n).max()) < limit:
+                break
+            limit *= 2
+        keep = image != centre  # the first n images are the centres themselves
+        pairs = assemble_pairs(images, centre[keep], image[keep])
+        return _exact_cut(pairs, positions, cell, self.cutoff)
+
+
+#: Backends by the name saved in model files and recipes.
+NEIGHBOR_LISTS: dict[str, type[NeighborList]] = {
+    "matscipy": MatScipyNeighborList,
+    "torch": TorchNeighborList,
+    "torch_cluster": TorchClusterNeighborList,
+    "ase": ASENeighborList,
+}
+
+
+def get_neighbor_list(name: str, cutoff: float, **kwargs: object) -> NeighborList:
+    """Build the backend registered as ``name`` with ``cutoff`` (Å) and options."""
+    if name not in NEIGHBOR_LISTS:
+        raise unknown_name("neighbor list", name, NEIGHBOR_LISTS)
+    return NEIGHBOR_LISTS[name](cutoff, **kwargs)
