@@ -31,7 +31,7 @@ from mlcalc.transform.neighbors import get_neighbor_list
 from mlcalc.transform.verlet import VerletNeighborList
 
 #: Default Verlet skin in Å (see docs/calculator.rst for the measurement).
-DEFAULT_SKIN = 1.0
+DEFAULT_SKIN = 0.5
 
 ModelSpec = str | os.PathLike | NeuralNetworkPotential
 

@@ -6,7 +6,8 @@ batches them, and the converters build databases from files.
 """
 
 from mlcalc.data.atoms import atoms_to_inputs, validate_structure
-from mlcalc.data.atoms_data import ASEAtomsData, BaseAtomsData
+from mlcalc.data.atoms_data import ASEAtomsData
+from mlcalc.data.base import BaseAtomsData
 from mlcalc.data.collate import collate_atoms
 from mlcalc.data.convert import from_ase_file, from_npz
 from mlcalc.data.datamodule import AtomsDataModule

@@ -14,7 +14,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mlcalc.data.atoms_data import ASEAtomsData, BaseAtomsData
+from mlcalc.data.atoms_data import ASEAtomsData
+from mlcalc.data.base import BaseAtomsData
 from mlcalc.data.collate import collate_atoms
 from mlcalc.transform.base import Transform
 
