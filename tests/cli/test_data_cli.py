@@ -1,0 +1,149 @@
+"""``mlcalc data generate | convert | info`` through click's CliRunner."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import ase.io
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mlcalc import properties as P
+from mlcalc.cli.main import cli
+from mlcalc.data import ASEAtomsData
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, ["data", *args])
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def test_data_help_does_not_import_torch():
+    code = ("import sys; from mlcalc.cli.main import cli\n"
+            "try:\n    cli(['data', 'generate', '--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "--no-surfaces" in result.stdout
+
+
+def test_generate_convert_info_round_trip(tmp_path):
+    db = tmp_path / "emt.db"
+    result = run("generate", str(db), "-n", "6", "--supercell", "1", "1", "1",
+                 "--no-surfaces", "-e", "Cu", "-e", "Au")
+    assert result.exit_code == 0, result.output
+    assert "6/6 structures (100%)" in result.output
+    assert "wrote" in result.output and "stress [eV/Ang^3]" in result.output
+    data = ASEAtomsData(db)
+    assert len(data) == 6 and data.metadata["kinds"] == {"bulk": 2, "md": 2, "vacancy": 2}
+
+    xyz = tmp_path / "emt.extxyz"
+    ase.io.write(xyz, [data.get_atoms(i) for i in range(len(data))])
+    back = tmp_path / "back.db"
+    result = run("convert", str(xyz), str(back))
+    assert result.exit_code == 0, result.output
+    assert "6 structures" in result.output
+    converted = ASEAtomsData(back)
+    assert converted.units == {P.energy: "eV", P.forces: "eV/Ang", P.stress: "eV/Ang^3"}
+    for i in range(len(data)):
+        a, b = data.get_properties(i), converted.get_properties(i)
+        assert np.array_equal(a[P.Z].numpy(), b[P.Z].numpy())
+        for key in (P.R, P.cell, P.energy, P.forces, P.stress):
+            np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-8, err_msg=key)
+
+    infos = [run("info", str(path)) for path in (db, back)]
+    for result in infos:
+        assert result.exit_code == 0, result.output
+        assert "6 structures" in result.output
+        assert "6 periodic (3D), 0 slab (2D)" in result.output
+        assert "energy [eV], forces [eV/Ang], stress [eV/Ang^3]" in result.output
+    lines = [[ln for ln in r.output.splitlines() if ln.startswith(("atoms", "elements",
+                                                                 "energy /", "forces  "))]
+             for r in infos]
+    assert len(lines[0]) == 4 and lines[0] == lines[1]
+    assert "generator: ase.calculators.emt.EMT" in infos[0].output
+
+
+def test_generate_default_emt_has_no_stress_and_says_so(tmp_path):
+    result = run("generate", str(tmp_path / "s.db"), "-n", "4", "--supercell", "1", "1", "1",
+                 "--temperature-K", "500")
+    assert result.exit_code == 0, result.output
+    assert "note: stress not labelled" in result.output and "--no-surfaces" in result.output
+    info = run("info", str(tmp_path / "s.db"))
+    assert "3 periodic (3D), 1 slab (2D)" in info.output
+    assert "stress" not in info.output.split("properties")[1].splitlines()[0]
+
+
+def test_generate_lj_and_info(tmp_path):
+    db = tmp_path / "lj.db"
+    result = run("generate", str(db), "--calculator", "lj", "-n", "5", "--n-atoms", "4", "9")
+    assert result.exit_code == 0, result.output
+    info = run("info", str(db))
+    assert info.exit_code == 0, info.output
+    assert "0 periodic (3D), 0 slab (2D), 0 wire (1D), 5 molecule (0D)" in info.output
+    assert "elements        Ar" in info.output and "stress" not in info.output
+
+
+def test_convert_npz_with_units(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "md17.npz"
+    E = rng.normal(size=(3, 1))
+    F = rng.normal(size=(3, 2, 3))
+    np.savez(path, z=np.array([1, 8]), R=rng.normal(size=(3, 2, 3)), E=E, F=F)
+    result = run("convert", str(path), str(tmp_path / "m.db"), "--energy-unit", "kcal/mol")
+    assert result.exit_code == 0, result.output
+    data = ASEAtomsData(tmp_path / "m.db")
+    assert data.units == {P.energy: "kcal/mol", P.forces: "kcal/mol/Ang"}
+    info = run("info", str(tmp_path / "m.db"))
+    assert "energy [kcal/mol]" in info.output and "3 molecule (0D)" in info.output
+
+
+def test_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "keep.db"
+    out.write_bytes(b"precious")
+    result = run("generate", str(out), "-n", "2")
+    assert_one_line_error(result, "already exists")
+    assert result.exit_code == 1
+    xyz = tmp_path / "a.xyz"
+    ase.io.write(xyz, ase.Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]]))
+    assert_one_line_error(run("convert", str(xyz), str(out)), "already exists")
+    assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["generate", "{tmp}/o.db", "--calculator", "emtt"], ["unknown calculator", "'emt'"]),
+    (["generate", "{tmp}/o.db", "-e", "Fe"], ["'Fe' is not supported by EMT"]),
+    (["generate", "{tmp}/o.db", "-e", "Cuu"], ["did you mean 'Cu'"]),
+    (["generate", "{tmp}/o.db", "--kinds", "vacancies"], ["did you mean 'vacancy'"]),
+    (["generate", "{tmp}/o.db", "--kinds", "surface", "--no-surfaces"], ["contradicts"]),
+    (["generate", "{tmp}/o.db", "--stress"], ["surfaces"]),
+    (["generate", "{tmp}/o.db", "-n", "0"], ["n_structures"]),
+    (["generate", "{tmp}/o.db", "--calculator", "lj", "--kinds", "bulk"], ["--kinds"]),
+    (["generate", "{tmp}/o.db", "--calculator", "lj", "-e", "Ar", "-e", "Ne"], ["one element"]),
+    (["generate", "{tmp}/o.db", "--n-atoms", "3", "5"], ["--n-atoms", "emt"]),
+    (["convert", "{tmp}/missing.xyz", "{tmp}/o.db"], ["does not exist"]),
+    (["convert", "{tmp}/in.xyz", "{tmp}/o.db", "--energy-unit", "eV/parsec"], ["unit"]),
+    (["convert", "{tmp}/in.xyz", "{tmp}/o.db", "--forces-unit", "eV"],
+     ["--forces-unit", "dimensions"]),
+    (["convert", "{tmp}/in.npz", "{tmp}/o.db", "--index", "0:2"], ["--index"]),
+    (["convert", "{tmp}/junk.qqq", "{tmp}/o.db"], ["cannot read", "junk.qqq"]),
+    (["info", "{tmp}/missing.db"], ["does not exist"]),
+    (["info", "{tmp}/in.xyz"], ["not an ASE SQLite database"]),
+])
+def test_bad_input_is_one_line_error(tmp_path, args, fragments):
+    ase.io.write(tmp_path / "in.xyz", ase.Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]]))
+    np.savez(tmp_path / "in.npz", z=np.array([1]), R=np.zeros((1, 1, 3)), E=np.zeros(1))
+    (tmp_path / "junk.qqq").write_text("not a structure\n")
+    result = run(*[a.format(tmp=tmp_path) for a in args])
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "o.db").exists()
