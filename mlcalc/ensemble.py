@@ -20,7 +20,7 @@ class EnsemblePotential(nn.Module):
     ``forward`` runs every member on the same inputs and returns the members'
     mean for every requested property, plus ``energy_std`` (M,) eV,
     ``forces_std`` (N,) eV/Å (per atom: sqrt of the mean over members of
-    |F_k - F̄|²) and ``stress_std`` (M, 6) eV/Å³. Standard deviations are over
+    ``|F_k - F̄|²``) and ``stress_std`` (M, 6) eV/Å³. Standard deviations are over
     members (population, ddof = 0), so identical members give exactly zero.
 
     Args:
