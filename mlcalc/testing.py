@@ -24,12 +24,15 @@ from mlcalc.model import NeuralNetworkPotential, predict
 #: differ by ~1e-7 eV between equivalent inputs and a sum over tens of atoms
 #: by ~1e-6 eV (measured: ≤ 1e-6 eV, ≤ 5e-7 eV/Å for 8-16 Cu atoms); float64
 #: agrees to ~1e-14. ``fd_*`` compare against central differences, whose own
-#: truncation and round-off error sets the bound, and are only run in float64.
+#: truncation and round-off error sets the bound, and are only run in float64;
+#: ``harmonic`` bounds the relative change of the curvature of E between 1e-3
+#: and 1e-2 Å displacements (anharmonicity makes it ~1e-3 for real crystals).
 TOLERANCES: dict[torch.dtype, dict[str, float]] = {
     torch.float64: {"energy": 1e-10, "forces": 1e-10, "stress": 1e-11,
-                    "fd_forces": 1e-6, "fd_stress": 1e-7},
+                    "fd_forces": 1e-6, "fd_stress": 1e-7, "harmonic": 0.05},
     torch.float32: {"energy": 2e-5, "forces": 1e-5, "stress": 1e-6,
-                    "fd_forces": float("nan"), "fd_stress": float("nan")},
+                    "fd_forces": float("nan"), "fd_stress": float("nan"),
+                    "harmonic": float("nan")},
 }
 
 
@@ -188,6 +191,31 @@ def check_cutoff_continuity(model: NeuralNetworkPotential, element: int = 29,
     return _compare(model, dimers[0], dimers[1])
 
 
+def check_harmonic_at_symmetric_site(model: NeuralNetworkPotential, atoms: Atoms | None = None,
+                                     atom: int = 0, h: float = 1e-3) -> float:
+    """Relative difference of the curvature of E(d) at d = h and d = 10 h.
+
+    Moving one atom of a perfect crystal (every atom a centre of inversion)
+    by d changes the energy by k d²/2 + O(d⁴) for any smooth potential, so
+    (E(h) - E(0)) / h² and (E(10h) - E(0)) / (10h)² agree closely. A model
+    whose invariants are not smooth where features vanish by symmetry (a
+    norm √(x² + ε) with tiny ε) has an energy cusp there, which ruins
+    finite-displacement phonons. Meaningful in float64 only.
+    """
+    if atoms is None:
+        from ase.build import bulk
+
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 2)
+    frames = []
+    for d in (0.0, h, 10 * h):
+        moved = atoms.copy()
+        moved.positions[atom] += d * np.array([1.0, 0.6, 0.2])
+        frames.append(moved)
+    e0, e1, e2 = (r[P.energy] for r in predict(model, frames, [P.energy]))
+    k_small, k_large = (e1 - e0) / h**2, (e2 - e0) / (10 * h) ** 2
+    return abs(k_small - k_large) / max(abs(k_large), 1e-12)
+
+
 def assert_physics(model: NeuralNetworkPotential, atoms: Atoms,
                    tolerances: dict[str, float] | None = None) -> None:
     """Run the invariance checks (and finite differences in float64); raise on failure."""
@@ -207,6 +235,8 @@ def assert_physics(model: NeuralNetworkPotential, atoms: Atoms,
         expect("wrapping", check_wrapping(model, atoms), ("energy", "forces"))
     if model.dtype == torch.float64:
         expect("finite-difference forces", check_forces(model, atoms), ("fd_forces",))
+        expect("harmonic at a symmetric site", check_harmonic_at_symmetric_site(model),
+               ("harmonic",))
         if atoms.pbc.all():
             expect("finite-difference stress", check_stress(model, atoms), ("fd_stress",))
     if failures:

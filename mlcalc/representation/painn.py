@@ -56,7 +56,7 @@ class PaiNNUpdate(nn.Module):
     def forward(self, q: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         F = self.n_atom_basis
         mu_v, mu_w = torch.split(self.channel_mix(mu), F, dim=-1)  # (N, 3, F) each
-        # epsilon keeps the gradient of the norm finite where μ = 0 (first layer)
+        # epsilon keeps the norm smooth where μ = 0 (first layer, symmetric sites)
         norm_v = torch.sqrt(torch.sum(mu_v**2, dim=1, keepdim=True) + self.epsilon)  # (N, 1, F)
         a_vv, a_sv, a_ss = torch.split(
             self.context_net(torch.cat([q, norm_v], dim=-1)), F, dim=-1
@@ -79,7 +79,14 @@ class PaiNN(Representation):
         shared_filters: one filter network output for all interactions.
         max_z: largest atomic number that can be embedded.
         activation: ``silu`` (default), ``ssp`` or ``tanh``.
-        epsilon: stabiliser of the vector norm.
+        epsilon: the vector norm is √(‖Vμ‖² + ε). At an atom that is a
+            centre of inversion (every atom of a perfect fcc or bcc crystal)
+            μ vanishes by symmetry and a tiny ε (1e-8 elsewhere) makes the
+            norm behave like |x|: the energy gets a cusp there, the perfect
+            crystal is not a smooth minimum and finite-displacement phonons
+            are wrong. ε = 1 keeps the energy quadratic for small
+            displacements (checked by
+            :func:`mlcalc.testing.check_harmonic_at_symmetric_site`).
     """
 
     name = "painn"
@@ -87,7 +94,7 @@ class PaiNN(Representation):
     def __init__(self, n_atom_basis: int = 128, n_interactions: int = 3, cutoff: float = 5.0,
                  n_rbf: int = 20, radial_basis: str = "gaussian", cutoff_fn: str = "cosine",
                  shared_interactions: bool = False, shared_filters: bool = False,
-                 max_z: int = 100, activation: str = "silu", epsilon: float = 1e-8) -> None:
+                 max_z: int = 100, activation: str = "silu", epsilon: float = 1.0) -> None:
         super().__init__(cutoff, n_rbf, radial_basis, cutoff_fn)
         self._save_hyperparameters(
             n_atom_basis=n_atom_basis, n_interactions=n_interactions, cutoff=float(cutoff),

@@ -112,3 +112,10 @@ def test_assert_physics_passes_and_detects_a_broken_model(triclinic_cu):
     broken.representation.forward = absolute
     with pytest.raises(AssertionError, match="translation"):
         T.assert_physics(broken, triclinic_cu)
+
+
+def test_energy_is_harmonic_around_a_symmetric_site(model_name):
+    # Every atom of a perfect fcc crystal is a centre of inversion: vector
+    # features vanish there, and the energy must still be smooth (phonons).
+    model = tiny_model(model_name, torch.float64)
+    assert T.check_harmonic_at_symmetric_site(model) < T.TOLERANCES[torch.float64]["harmonic"]
