@@ -82,7 +82,7 @@ class PaiNN(Representation):
         epsilon: the vector norm is √(‖Vμ‖² + ε). At an atom that is a
             centre of inversion (every atom of a perfect fcc or bcc crystal)
             μ vanishes by symmetry and a tiny ε (1e-8 elsewhere) makes the
-            norm behave like |x|: the energy gets a cusp there, the perfect
+            norm behave like ``|x|``: the energy gets a cusp there, the perfect
             crystal is not a smooth minimum and finite-displacement phonons
             are wrong. ε = 1 keeps the energy quadratic for small
             displacements (checked by
