@@ -1,0 +1,81 @@
+"""Options and error handling shared by the simulation commands.
+
+Every command takes ``-m/--model`` (a model file or a bundled name),
+``--device`` and ``--dtype``, reads any structure ``ase.io`` reads, and turns
+expected errors into one line on stderr with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+model_option = click.option(
+    "-m", "--model", "model", required=True,
+    help="Model file (model.pt) or the name of a bundled model (e.g. cu-emt).")
+device_option = click.option(
+    "--device", default="auto", show_default=True,
+    help="auto (CUDA when present), cpu or cuda.")
+dtype_option = click.option(
+    "--dtype", type=click.Choice(["float32", "float64"]), default=None,
+    help="Network precision (default: the model file's).")
+threads_option = click.option(
+    "--threads", type=int, default=None,
+    help="Torch threads (default: OMP_NUM_THREADS, else half the CPUs).")
+
+
+def model_options(func: Callable) -> Callable:
+    """Add --model, --device, --dtype and --threads to a command."""
+    for option in (threads_option, dtype_option, device_option, model_option):
+        func = option(func)
+    return func
+
+
+def one_line_errors(func: Callable) -> Callable:
+    """Turn mlcalc's errors (and unreadable files) into ``Error: <one line>``, exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mlcalc.exceptions import MlcalcError
+
+        try:
+            return func(*args, **kwargs)
+        except (MlcalcError, FileNotFoundError, ValueError) as err:
+            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise click.ClickException(message) from None
+
+    return wrapper
+
+
+def make_calculator(model: str, device: str, dtype: str | None, threads: int | None, **kwargs):
+    """MLCalculator from the common options."""
+    from mlcalc.calculator import MLCalculator
+
+    return MLCalculator(model, device=device, dtype=dtype, threads=threads, **kwargs)
+
+
+def read_structure(path: str, index: str | int = -1):
+    """One structure from any file ``ase.io`` reads, with a clear error otherwise."""
+    from pathlib import Path
+
+    import ase.io
+
+    from mlcalc.exceptions import InvalidStructureError
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"structure file not found: {path}")
+    try:
+        atoms = ase.io.read(path, index=index)
+    except Exception as err:  # ase.io raises many kinds for unreadable files
+        raise InvalidStructureError(f"{path}: cannot read a structure ({type(err).__name__}: "
+                                    f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    if isinstance(atoms, list):
+        if not atoms:
+            raise InvalidStructureError(f"{path}: the file holds no structure")
+        atoms = atoms[-1]
+    if len(atoms) == 0:
+        raise InvalidStructureError(f"{path}: empty structure: it has no atoms")
+    return atoms

@@ -1,0 +1,136 @@
+"""``mlcalc md STRUCTURE -m MODEL``: molecular dynamics with ASE's integrators.
+
+A thin layer over :func:`mlcalc.simulate.md.run_md`. Several ``-m`` options
+make an ensemble of models (``-m a.pt -m b.pt``; repeated flags rather than a
+comma list, so file names may hold commas). Exit codes: 0 all steps done,
+1 an error (one ``Error:`` line), 3 stopped by the uncertainty threshold,
+130 interrupted (Ctrl-C or SIGTERM; the files are complete up to that step).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mlcalc.cli.common import device_option, dtype_option, one_line_errors, threads_option
+
+ENSEMBLE_NAMES = ("nve", "nvt-langevin", "nvt-bussi", "nvt-nose-hoover", "npt")
+EXIT_UNCERTAINTY = 3
+EXIT_INTERRUPTED = 130
+
+
+class _ProgressBar:
+    """A ``progress(done, total, ns_per_day, eta_s)`` callback drawing a click bar on stderr.
+
+    The bar is made on the first call, when the total is known.
+    """
+
+    def __init__(self) -> None:
+        self._bar = None
+        self._done = 0
+
+    def __call__(self, done: int, total: int, ns_per_day: float, eta_s: float) -> None:
+        if self._bar is None:
+            self._bar = click.progressbar(length=max(total, 1), label="md", file=sys.stderr,
+                                          show_eta=False, item_show_func=lambda item: item)
+            self._bar.__enter__()
+        self._bar.current_item = f"{ns_per_day:.3g} ns/day, ETA {eta_s:.0f} s"
+        self._bar.update(done - self._done)
+        self._done = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+@click.command("md")
+@click.argument("structure", type=click.Path(dir_okay=False))
+@click.option("-m", "--model", "models", multiple=True, required=True,
+              help="Model file or bundled model name; repeat for an ensemble of models.")
+@device_option
+@dtype_option
+@threads_option
+@click.option("--ensemble", default="nvt-langevin", show_default=True,
+              help="nve, nvt-langevin, nvt-bussi, nvt-nose-hoover or npt.")
+@click.option("--temperature-K", "temperature_K", type=float, default=300.0, show_default=True,
+              help="Target temperature and of the initial velocities, K.")
+@click.option("--timestep-fs", type=float, default=1.0, show_default=True, help="Time step, fs.")
+@click.option("--pressure-GPa", "pressure_GPa", type=float, default=0.0, show_default=True,
+              help="NPT pressure, GPa.")
+@click.option("--friction-per-fs", type=float, default=0.01, show_default=True,
+              help="Langevin friction, 1/fs.")
+@click.option("--tdamp-fs", type=float, default=100.0, show_default=True,
+              help="Thermostat time constant (Bussi, Nose-Hoover, NPT), fs.")
+@click.option("--pdamp-fs", type=float, default=1000.0, show_default=True,
+              help="Barostat time constant (NPT), fs.")
+@click.option("--barostat", type=click.Choice(["mtk", "berendsen"]), default="mtk",
+              show_default=True, help="NPT barostat: isotropic MTK or Berendsen.")
+@click.option("--steps", type=int, default=1000, show_default=True, help="Steps to run.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the initial velocities and thermostat noise.")
+@click.option("-o", "--output", "prefix", default="md", show_default=True,
+              help="Output prefix: PREFIX.extxyz|traj, PREFIX.csv, PREFIX_final.extxyz, "
+                   "PREFIX.png.")
+@click.option("--interval", type=int, default=10, show_default=True,
+              help="Steps between trajectory frames and log lines.")
+@click.option("--format", "fmt", type=click.Choice(["extxyz", "traj"]), default="extxyz",
+              show_default=True, help="Trajectory format (traj: binary, exact restart).")
+@click.option("--restart", is_flag=True,
+              help="Continue from the last frame of PREFIX's trajectory and append.")
+@click.option("--uncertainty-threshold", type=float, default=None,
+              help="Ensembles: max per-atom forces_std (eV/Å) that stops or is recorded.")
+@click.option("--on-uncertainty", type=click.Choice(["stop", "record"]), default="stop",
+              show_default=True, help="What to do when the threshold is exceeded.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@one_line_errors
+def md(structure: str, models: tuple[str, ...], device: str, dtype: str | None,
+       threads: int | None, ensemble: str, temperature_K: float, timestep_fs: float,
+       pressure_GPa: float, friction_per_fs: float, tdamp_fs: float, pdamp_fs: float,
+       barostat: str, steps: int, seed: int, prefix: str, interval: int, fmt: str,
+       restart: bool, uncertainty_threshold: float | None, on_uncertainty: str,
+       no_progress: bool) -> None:
+    """Run molecular dynamics of STRUCTURE (any file ase.io reads) with MODEL."""
+    from mlcalc.exceptions import unknown_name
+
+    # checked before loading anything, so a typo fails instantly
+    if ensemble not in ENSEMBLE_NAMES:
+        raise unknown_name("ensemble", ensemble, ENSEMBLE_NAMES)
+
+    from mlcalc.cli.common import make_calculator, read_structure
+    from mlcalc.simulate.md import run_md
+
+    atoms = read_structure(structure)
+    if ensemble == "npt" and not atoms.pbc.all():
+        from mlcalc.exceptions import InvalidStructureError
+
+        raise InvalidStructureError(f"{structure}: npt needs a structure periodic in all three "
+                                    f"directions (pbc={atoms.pbc.tolist()})")
+    spec = list(models) if len(models) > 1 else models[0]
+    calc = make_calculator(spec, device, dtype, threads)
+    progress = None if no_progress else _ProgressBar()
+    try:
+        summary = run_md(
+            atoms, calc, ensemble=ensemble, steps=steps, timestep_fs=timestep_fs,
+            temperature_K=temperature_K, pressure_GPa=pressure_GPa,
+            friction_per_fs=friction_per_fs, tdamp_fs=tdamp_fs, pdamp_fs=pdamp_fs,
+            barostat=barostat, seed=seed, trajectory=f"{prefix}.{fmt}", interval=interval,
+            log=f"{prefix}.csv", restart=restart, uncertainty_threshold=uncertainty_threshold,
+            on_uncertainty=on_uncertainty, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    files = (f"{summary.trajectory}, {summary.log}, {summary.final_structure}, "
+             f"{summary.plot}")
+    if summary.stopped == "interrupted":
+        click.echo(f"interrupted at step {summary.last_step}; files up to that step: {files}",
+                   err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    std = f", max forces_std {summary.max_forces_std:.3g} eV/Å" \
+        if summary.max_forces_std is not None else ""
+    if summary.stopped == "uncertainty":
+        click.echo(f"stopped at step {summary.last_step}: forces_std above "
+                   f"{uncertainty_threshold:g} eV/Å{std}; wrote {files}", err=True)
+        sys.exit(EXIT_UNCERTAINTY)
+    click.echo(f"{summary.steps} steps (to step {summary.last_step}, {summary.time_ps:.4g} ps) "
+               f"at {summary.ns_per_day:.3g} ns/day{std}; wrote {files}")

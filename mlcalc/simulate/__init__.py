@@ -1,0 +1,1 @@
+"""Simulations driven by ASE and phonopy: thin, tested wrappers (md, relax, phonons)."""
