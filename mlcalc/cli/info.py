@@ -1,40 +1,117 @@
-"""``mlcalc info MODEL``: what a model file holds."""
+"""``mlcalc info MODEL``: what a model file holds.
+
+Architecture, elements, cutoff, units and the precision policy from the
+file itself; training facts (test-set errors, data hash, split sizes,
+epochs) from its metadata, when ``mlcalc fit`` or the user stored them.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+
+#: Metadata keys shown in the training section, in this order (the rest are listed raw).
+_TRAINING_KEYS = ("test_metrics", "data_path", "data_hash", "n_train", "n_val", "n_test",
+                  "epochs", "best_val_loss", "created", "recipe")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "-"
+
+
+def _metrics_lines(metrics: Any) -> list[str]:
+    """``test_metrics`` ({name: {"unit", "mae", "rmse"}}) as aligned table rows."""
+    if not isinstance(metrics, dict) or not metrics:
+        return [f"test metrics    {metrics or 'none stored'}"]
+    rows = [("property", "unit", "MAE", "RMSE")]
+    for name, entry in metrics.items():
+        entry = entry if isinstance(entry, dict) else {"mae": entry}
+        unit = str(entry.get("unit", "")).replace("Ang^3", "Å³").replace("Ang", "Å")
+        rows.append((str(name), unit, _number(entry.get("mae")), _number(entry.get("rmse"))))
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    table = ["  ".join(c.ljust(w) if k < 2 else c.rjust(w)
+                       for k, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
+    return ["test metrics    " + table[0]] + ["                " + line for line in table[1:]]
+
+
+def _training_lines(meta: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if "test_metrics" in meta:
+        lines += _metrics_lines(meta["test_metrics"])
+    if "data_path" in meta or "data_hash" in meta:
+        lines.append(f"training data   {meta.get('data_path', '?')} "
+                     f"(sha256 {meta.get('data_hash', 'not stored')})")
+    splits = [(k.removeprefix("n_"), meta[k]) for k in ("n_train", "n_val", "n_test")
+              if k in meta]
+    if splits:
+        lines.append("split           " + ", ".join(f"{n} {name}" for name, n in splits)
+                     + " structures")
+    run = []
+    if "epochs" in meta:
+        run.append(f"{meta['epochs']} epochs")
+    if meta.get("best_val_loss") is not None:
+        run.append(f"best validation loss {_number(meta['best_val_loss'])}")
+    if "created" in meta:
+        run.append(f"saved {meta['created']}")
+    if run:
+        lines.append("training        " + ", ".join(run))
+    if isinstance(meta.get("recipe"), dict):
+        lines.append("recipe          stored (sections: " + ", ".join(meta["recipe"]) + ")")
+    return lines
 
 
 @click.command("info")
 @click.argument("model", type=click.Path(dir_okay=False))
 def info(model: str) -> None:
-    """Describe MODEL (a model.pt): architecture, elements, cutoff, units, precision."""
+    """Describe MODEL (a model.pt or a bundled name): architecture, elements, cutoff, units,
+    precision and, when stored, training metrics."""
+    from pathlib import Path
+
     from mlcalc.exceptions import MlcalcError
     from mlcalc.model_io import read_model_file
+    from mlcalc.pretrained import bundled_models
 
     try:
-        content = read_model_file(model)
+        # a bundled name (cu-emt) works as everywhere else; an existing file wins
+        bundled = bundled_models()
+        path = bundled[model] if model in bundled and not Path(model).exists() else model
+        content = read_model_file(path)
+        config = content["config"]
+        rep = dict(config["representation"])
+        name = rep.pop("name")
+        outputs = ", ".join(m["name"] for m in config["output_modules"])
+        units = ", ".join(f"{k}: {v}" for k, v in content["units"].items())
+        cutoff, dtype = content["cutoff"], content["dtype"]
     except MlcalcError as err:
         raise click.ClickException(str(err)) from None
-    config = content["config"]
-    rep = dict(config["representation"])
-    name = rep.pop("name")
-    offsets = content.get("offsets", {})
+    except (KeyError, TypeError, AttributeError) as err:
+        # a file that passed the format check but lacks a field: one line, not a traceback
+        raise click.ClickException(f"{model}: incomplete model file ({type(err).__name__}: "
+                                   f"{err})") from None
+    offsets = content.get("offsets") or {}
     lines = [
         f"model file      {model} (format {content['format_version']}, "
         f"mlcalc {content.get('mlcalc_version')}, torch {content.get('torch_version')})",
         f"representation  {name}: " + ", ".join(f"{k}={v}" for k, v in rep.items()),
-        f"outputs         {', '.join(m['name'] for m in config['output_modules'])}",
+        f"outputs         {outputs}",
         f"elements        {content.get('elements') or 'any'}",
-        f"cutoff          {content['cutoff']} Å",
-        "units           " + ", ".join(f"{k}: {v}" for k, v in content["units"].items()),
-        f"precision       network {content['dtype']}; positions, cell and pair vectors float64;"
+        f"cutoff          {cutoff} Å",
+        f"units           {units}",
+        f"precision       network {dtype}; positions, cell and pair vectors float64;"
         " energies summed and offsets added in float64",
         f"offsets         mean {offsets.get('mean_per_atom', 0.0):.6g} eV/atom, "
         f"atomrefs {offsets.get('atomrefs') or 'none'}",
     ]
     n_params = sum(v.numel() for v in content["state_dict"].values())
     lines.append(f"weights         {n_params} numbers")
-    for key, value in (content.get("metadata") or {}).items():
-        lines.append(f"metadata        {key}: {value}")
+    meta = content.get("metadata") or {}
+    if isinstance(meta, dict):
+        lines += _training_lines(meta)
+        for key, value in meta.items():
+            if key not in _TRAINING_KEYS:
+                lines.append(f"metadata        {key}: {value}")
+    else:
+        lines.append(f"metadata        {meta}")
     click.echo("\n".join(lines))

@@ -18,6 +18,12 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": ("mlcalc.cli.fit", "fit", "Train a potential from a YAML recipe."),
     "data": ("mlcalc.cli.data", "data", "Make, convert and inspect data sets."),
     "info": ("mlcalc.cli.info", "info", "Describe a model file: architecture, elements, units."),
+    "md": ("mlcalc.cli.md", "md", "Molecular dynamics with ASE's integrators (NVE, NVT, NPT)."),
+    "relax": ("mlcalc.cli.relax", "relax", "Relax positions (and the cell) with ASE optimizers."),
+    "phonons": ("mlcalc.cli.phonons", "phonons",
+                "Phonons with phonopy: bands, DOS, thermal properties."),
+    "eval": ("mlcalc.cli.evaluate", "evaluate", "Errors of a model on a labelled data set."),
+    "check": ("mlcalc.cli.check", "check", "Physics audit of a model on a structure."),
 }
 
 

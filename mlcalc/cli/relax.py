@@ -1,0 +1,76 @@
+"""``mlcalc relax STRUCTURE -m MODEL``: relax with ASE's optimizers.
+
+A thin layer over :func:`mlcalc.simulate.relax.relax`. Writes
+``<prefix>.extxyz`` (the relaxed structure with energy, forces and stress),
+``<prefix>.traj`` (every step) and ``<prefix>.log`` (the optimizer's log),
+and exits non-zero when the optimizer did not converge (the files are
+written all the same, so the run can be inspected or continued).
+"""
+
+from __future__ import annotations
+
+import click
+
+from mlcalc.cli.common import model_options, one_line_errors
+
+
+@click.command("relax")
+@click.argument("structure", type=click.Path(dir_okay=False))
+@model_options
+@click.option("--optimizer", default="bfgs", show_default=True,
+              help="ASE optimizer: bfgs, lbfgs or fire.")
+@click.option("--fmax", type=float, default=0.01, show_default=True,
+              help="Convergence threshold on the largest force, eV/Å.")
+@click.option("--steps", type=int, default=500, show_default=True,
+              help="Maximal number of optimizer steps.")
+@click.option("--cell", is_flag=True, help="Relax the cell too (FrechetCellFilter).")
+@click.option("--pressure-GPa", "pressure_GPa", type=float, default=0.0, show_default=True,
+              help="External hydrostatic pressure in GPa (with --cell).")
+@click.option("--fix-symmetry", is_flag=True,
+              help="Keep the structure's space group (ASE FixSymmetry, spglib).")
+@click.option("-o", "--output", "prefix", default="relax", show_default=True,
+              help="Prefix of the files written: PREFIX.extxyz, PREFIX.traj, PREFIX.log.")
+@one_line_errors
+def relax(structure: str, model: str, device: str, dtype: str | None, threads: int | None,
+          optimizer: str, fmax: float, steps: int, cell: bool, pressure_GPa: float,
+          fix_symmetry: bool, prefix: str) -> None:
+    """Relax the positions (and with --cell the cell) of STRUCTURE (any file ase.io reads)."""
+    from pathlib import Path
+
+    import ase.io
+    from ase.units import GPa
+
+    from mlcalc.cli.common import make_calculator, read_structure
+    from mlcalc.simulate.relax import optimizer_class
+    from mlcalc.simulate.relax import relax as run_relax
+
+    optimizer_class(optimizer)  # an unknown name fails before the model is loaded
+    atoms = read_structure(structure)
+    calc = make_calculator(model, device, dtype, threads)
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    files = {k: f"{prefix}.{k}" for k in ("extxyz", "traj", "log")}
+    result = run_relax(atoms, calc, optimizer=optimizer, fmax=fmax, steps=steps, cell=cell,
+                       pressure_GPa=pressure_GPa, fix_symmetry=fix_symmetry,
+                       trajectory=files["traj"], log=files["log"])
+    ase.io.write(files["extxyz"], result.atoms, format="extxyz")
+
+    n = len(result.atoms)
+    lines = [f"energy      {result.energy:.6f} eV ({result.energy / n:.6f} eV/atom, "
+             f"{n} atoms)",
+             f"fmax        {result.fmax:.3g} eV/Å (threshold {fmax:g})"]
+    if result.max_stress is not None:
+        target = f" relative to {pressure_GPa:g} GPa" if pressure_GPa else ""
+        lines.append(f"max stress  {result.max_stress:.3g} eV/Å³ "
+                     f"({result.max_stress / GPa:.3g} GPa){target}")
+    if cell:
+        lengths = " ".join(f"{x:.5f}" for x in result.atoms.cell.lengths())
+        angles = " ".join(f"{x:.3f}" for x in result.atoms.cell.angles())
+        lines.append(f"cell        a b c = {lengths} Å; angles {angles}°; "
+                     f"volume {result.atoms.get_volume():.4f} Å³")
+    lines.append(f"steps       {result.steps} ({optimizer.lower()}"
+                 f"{', converged' if result.converged else ', NOT converged'})")
+    lines.append(f"wrote       {files['extxyz']}, {files['traj']}, {files['log']}")
+    click.echo("\n".join(lines))
+    if not result.converged:
+        raise click.ClickException(f"did not converge in {result.steps} steps "
+                                   f"(fmax {result.fmax:.3g} > {fmax:g})")
