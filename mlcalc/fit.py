@@ -205,7 +205,7 @@ def fit(recipe: Recipe, output_dir: str | os.PathLike | None = None, resume: boo
     metadata = {
         "recipe": recipe.to_dict(),
         "test_metrics": metrics,
-        "data_path": str(data_path),
+        "data_path": recipe.data.path,  # as written in the recipe: no local paths
         "data_hash": file_hash(data_path),
         "n_train": len(dm.train_idx), "n_val": len(dm.val_idx), "n_test": len(dm.test_idx),
         "epochs": int(trainer.current_epoch),
