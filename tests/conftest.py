@@ -26,6 +26,16 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+def assert_one_line_error(result, *fragments: str) -> None:
+    """A CLI result failed with exactly one ``Error:`` line holding ``fragments``."""
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
 def tiny_model(name: str, dtype: torch.dtype = torch.float64, cutoff: float = 4.0,
                seed: int = 0, **kwargs) -> torch.nn.Module:
     """A tiny randomly initialised potential (deterministic by seed)."""

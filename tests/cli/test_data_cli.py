@@ -13,19 +13,11 @@ from click.testing import CliRunner
 from mlcalc import properties as P
 from mlcalc.cli.main import cli
 from mlcalc.data import ASEAtomsData
+from tests.conftest import assert_one_line_error
 
 
 def run(*args: str):
     return CliRunner().invoke(cli, ["data", *args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 def test_data_help_does_not_import_torch():

@@ -16,20 +16,11 @@ from mlcalc.cli.main import cli
 from mlcalc.data import ASEAtomsData
 from mlcalc.model import predict
 from mlcalc.model_io import load_model, save_model
-from tests.conftest import tiny_model
+from tests.conftest import assert_one_line_error, tiny_model
 
 
 def run(*args: str):
     return CliRunner().invoke(cli, ["eval", *args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 @pytest.fixture

@@ -17,22 +17,13 @@ from mlcalc import save_model
 from mlcalc.calculator import MLCalculator
 from mlcalc.cli.main import cli
 from mlcalc.simulate.phonons import ImaginaryModesWarning, run_phonons
-from tests.conftest import tiny_model
+from tests.conftest import assert_one_line_error, tiny_model
 
 FAST = ["--mesh", "4", "4", "4", "--tmax-K", "400", "--tstep-K", "50", "--device", "cpu"]
 
 
 def run(*args: str):
     return CliRunner().invoke(cli, ["phonons", *args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 @pytest.fixture
