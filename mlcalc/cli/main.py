@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                 "Phonons with phonopy: bands, DOS, thermal properties."),
     "eval": ("mlcalc.cli.evaluate", "evaluate", "Errors of a model on a labelled data set."),
     "check": ("mlcalc.cli.check", "check", "Physics audit of a model on a structure."),
+    "bench": ("mlcalc.cli.bench", "bench", "Benchmark MD and training throughput."),
 }
 
 

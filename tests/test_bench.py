@@ -1,0 +1,60 @@
+"""mlcalc.bench: rows have the expected columns and positive numbers (no speed asserts)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mlcalc import bench
+
+TINY = dict(features=8, interactions=1, cutoff=4.0)
+
+
+def assert_positive(row: dict, columns) -> None:
+    for column in columns:
+        value = row[column]
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (column,
+                                                                                        value)
+
+
+def test_cu_supercell_sizes():
+    for n in (32, 108, 8788):
+        assert len(bench.cu_supercell(n)) == n
+    with pytest.raises(ValueError, match="sizes: 32, 108"):
+        bench.cu_supercell(100)
+
+
+def test_bench_md_rows_and_stress_overhead():
+    rows = [bench.bench_md("schnet", 32, 1, "cpu", stress, repeats=1, atom_steps=64, **TINY)
+            for stress in (False, True)]
+    bench.add_stress_overhead(rows)
+    for row in rows:
+        assert set(bench.MD_COLUMNS) <= set(row)
+        assert_positive(row, ("steps/s", "atom-steps/s", "ms/step", "NL ms", "model ms",
+                              "ASE ms", "NL %"))
+        assert row["atom-steps/s"] == pytest.approx(32 * row["steps/s"])
+        assert row["NL ms"] + row["model ms"] < row["ms/step"]
+        assert row["peak MiB"] >= 0
+    assert [r["props"] for r in rows] == ["E+F", "E+F+S"]
+    assert rows[0]["stress %"] is None and math.isfinite(rows[1]["stress %"])
+
+
+def test_bench_training_row(tmp_path):
+    data = bench.make_training_data(tmp_path / "emt.db", 4)
+    row = bench.bench_training("painn", 4, 2, 1, steps=2, warmup=1, data_path=data, **TINY)
+    assert set(bench.TRAINING_COLUMNS) <= set(row)
+    assert_positive(row, ("structures/s", "ms/batch"))
+    assert row["structures"] == 4 and row["batch"] == 2 and row["peak MiB"] >= 0
+
+
+def test_report_has_machine_line_and_tables():
+    md = [dict.fromkeys(bench.MD_COLUMNS, 1.5) | {"stress %": None}]
+    training = [dict.fromkeys(bench.TRAINING_COLUMNS, 12345.6)]
+    report = bench.format_report(md, training, "cpu", [1, 2])
+    lines = report.splitlines()
+    machine = next(line for line in lines if line.startswith("Machine:"))
+    assert "torch" in machine and "cores" in machine and "threads 1, 2" in machine
+    assert "| " + " | ".join(bench.MD_COLUMNS) + " |" in lines
+    assert "| " + " | ".join(bench.TRAINING_COLUMNS) + " |" in lines
+    assert "| 1.5 | 1.5 | 1.5 | 1.5 |" in report and "| - |" in report and "12346" in report
