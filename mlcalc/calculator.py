@@ -20,6 +20,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from mlcalc import properties as P
+from mlcalc.allocator import keep_freed_memory
 from mlcalc.data.atoms import atoms_to_inputs
 from mlcalc.ensemble import EnsemblePotential
 from mlcalc.exceptions import DeviceError
@@ -110,6 +111,7 @@ class MLCalculator(Calculator):
                  threads: int | None = None, neighbor_list: str | None = None,
                  info_keys: Sequence[str] = (), **kwargs) -> None:
         super().__init__(**kwargs)
+        keep_freed_memory()  # no page faults from per-step allocations (see mlcalc.allocator)
         self.threads = set_threads(threads)
         self.device = resolve_device(device)
         if isinstance(model, list | tuple):

@@ -153,9 +153,11 @@ def fit(recipe: Recipe, output_dir: str | os.PathLike | None = None, resume: boo
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+    from mlcalc.allocator import keep_freed_memory
     from mlcalc.model_io import save_model
     from mlcalc.task import AtomisticTask, ModelOutput, NaNLossError
 
+    keep_freed_memory()  # training steps allocate the same large tensors every batch
     run_dir = Path(output_dir or recipe.output_dir)
     ckpt = _prepare_run_dir(recipe, run_dir, resume)
     t = recipe.train
