@@ -55,6 +55,7 @@ class NeuralNetworkPotential(AtomisticModel):
         self.representation = representation
         self.output_modules = nn.ModuleList(output_modules)
         self.elements = sorted(int(z) for z in elements) if elements is not None else None
+        self._requested: frozenset[str] | None = None  # last request(); switch flags there
         self.collect_derivatives()
 
     @property
@@ -89,6 +90,9 @@ class NeuralNetworkPotential(AtomisticModel):
     def request(self, properties: Iterable[str]) -> None:
         """Switch the derivatives on or off for the next calls.
 
+        The switches are remembered: repeating the previous request costs
+        nothing, so set them through this method, not on the modules.
+
         Args:
             properties: names such as ``energy``, ``forces``, ``stress``,
                 ``hessian``; derivatives not named are not computed.
@@ -96,7 +100,9 @@ class NeuralNetworkPotential(AtomisticModel):
         Raises:
             MlcalcError: a property the model cannot compute.
         """
-        props = set(properties)
+        props = frozenset(properties)
+        if props == self._requested:
+            return  # called at every MD step with the same properties: nothing to redo
         missing = props - set(self.implemented_properties) - {P.free_energy}
         if missing:
             raise MlcalcError(f"this model cannot compute {', '.join(sorted(missing))}; "
@@ -106,6 +112,7 @@ class NeuralNetworkPotential(AtomisticModel):
             m.calc_stress = P.stress in props
             m.calc_hessian = P.hessian in props
         self.collect_derivatives()
+        self._requested = props
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         inputs = self.initialize_derivatives(inputs)
