@@ -36,6 +36,22 @@ def assert_one_line_error(result, *fragments: str) -> None:
         assert fragment in errors[0], errors[0]
 
 
+def help_without_torch(*args: str) -> str:
+    """``mlcalc ARGS --help`` in a fresh interpreter; asserts torch stayed unimported.
+
+    Returns the help text, for the caller's own checks of its content.
+    """
+    import subprocess
+    import sys
+
+    code = ("import sys; from mlcalc.cli.main import cli\n"
+            f"try:\n    cli({[*args, '--help']!r})\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def tiny_model(name: str, dtype: torch.dtype = torch.float64, cutoff: float = 4.0,
                seed: int = 0, **kwargs) -> torch.nn.Module:
     """A tiny randomly initialised potential (deterministic by seed)."""
