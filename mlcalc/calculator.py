@@ -95,6 +95,9 @@ class MLCalculator(Calculator):
             ``torch_cluster``, ``ase``); default matscipy on CPU, torch on GPU.
         info_keys: ``atoms.info`` keys the model reads; a change of any of
             them invalidates the cached results.
+        fused: use the fused CPU kernels of :mod:`mlcalc.kernels` (half
+            neighbor lists, one pass per message step) where they apply; the
+            numbers are those of the eager path to rounding. False: eager.
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
 
     Attributes:
@@ -109,7 +112,7 @@ class MLCalculator(Calculator):
     def __init__(self, model: ModelSpec | Sequence[ModelSpec], device: str = "auto",
                  dtype: str | torch.dtype | None = None, skin: float = DEFAULT_SKIN,
                  threads: int | None = None, neighbor_list: str | None = None,
-                 info_keys: Sequence[str] = (), **kwargs) -> None:
+                 info_keys: Sequence[str] = (), fused: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         keep_freed_memory()  # no page faults from per-step allocations (see mlcalc.allocator)
         self.threads = set_threads(threads)
@@ -128,6 +131,8 @@ class MLCalculator(Calculator):
         self.cutoff = self.model.cutoff
         self.skin = float(skin)
         self.backend = neighbor_list or ("torch" if self.device.type == "cuda" else "matscipy")
+        #: whether the model gets half neighbor lists and so its fused kernels
+        self.fused = bool(fused) and self.model.accepts_half_list()
         self.verlet = self._new_verlet()
         self.info_keys = tuple(info_keys)
         self.n_model_calls = 0
@@ -137,7 +142,7 @@ class MLCalculator(Calculator):
 
     def _new_verlet(self) -> VerletNeighborList:
         nl = get_neighbor_list(self.backend, self.cutoff + self.skin)
-        return VerletNeighborList(nl, self.cutoff, self.skin)
+        return VerletNeighborList(nl, self.cutoff, self.skin, half=self.fused)
 
     @property
     def elements(self) -> list[int] | None:
@@ -186,6 +191,8 @@ class MLCalculator(Calculator):
                                            inputs[P.Z])
         inputs.update({P.idx_i: idx_i, P.idx_j: idx_j, P.cell_shifts: shifts,
                        P.idx_m: torch.zeros(len(atoms), dtype=torch.long, device=self.device)})
+        if self.verlet.half:
+            inputs[P.half_list] = torch.ones((), dtype=torch.bool)
         t2 = time.perf_counter()
         self.model.request(props)
         with torch.set_grad_enabled(bool(self.model.required_derivatives)):
@@ -222,7 +229,8 @@ class MLCalculator(Calculator):
         all_results = []
         for start in range(0, len(atoms_list), batch_size):
             chunk = atoms_list[start:start + batch_size]
-            for atoms, res in zip(chunk, predict(self.model, chunk, props, nl), strict=True):
+            results = predict(self.model, chunk, props, nl, half=self.fused)
+            for atoms, res in zip(chunk, results, strict=True):
                 res[P.free_energy] = res[P.energy]
                 calc = copy.copy(self)
                 calc.verlet = self._new_verlet()

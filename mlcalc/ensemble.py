@@ -68,6 +68,10 @@ class EnsemblePotential(nn.Module):
         return [*self.members[0].implemented_properties, P.energy_std, P.forces_std,
                 P.stress_std]
 
+    def accepts_half_list(self) -> bool:
+        """Whether half lists make any member faster (the others expand them)."""
+        return any(m.accepts_half_list() for m in self.members)
+
     def request(self, properties: Iterable[str]) -> None:
         props = [p for p in properties if p not in (P.energy_std, P.forces_std, P.stress_std)]
         for m in self.members:

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from mlcalc import MLCalculator
 from mlcalc.cli.main import cli
+from mlcalc.testing import TOLERANCES
 
 
 def write_recipe(folder, db, **changes) -> str:
@@ -70,8 +71,10 @@ def test_fit_two_epochs_writes_a_usable_model(tmp_path, emt_db):
     calc = MLCalculator(run_dir / "model.pt")
     atoms.calc = calc
     expected = predict(load_model(run_dir / "model.pt"), atoms, ["energy", "forces"])[0]
-    assert atoms.get_potential_energy() == pytest.approx(expected["energy"], abs=1e-9)
-    np.testing.assert_allclose(atoms.get_forces(), expected["forces"], atol=1e-9)
+    # float32 network: the calculator's pair order differs from predict's (Verlet list)
+    tol = TOLERANCES[torch.float32]
+    assert atoms.get_potential_energy() == pytest.approx(expected["energy"], abs=tol["energy"])
+    np.testing.assert_allclose(atoms.get_forces(), expected["forces"], atol=tol["forces"])
     info = calc.model.file_info["metadata"]
     assert info["test_metrics"] == metrics and len(info["data_hash"]) == 64
     assert info["recipe"]["model"]["n_atom_basis"] == 12

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mlcalc import kernels
 from mlcalc import properties as P
 from mlcalc.atomistic import Atomwise, Forces, PairVectors
 from mlcalc.exceptions import MlcalcError, unknown_name
@@ -56,6 +57,8 @@ class NeuralNetworkPotential(AtomisticModel):
         self.output_modules = nn.ModuleList(output_modules)
         self.elements = sorted(int(z) for z in elements) if elements is not None else None
         self._requested: frozenset[str] | None = None  # last request(); switch flags there
+        #: Use the fused kernels (:mod:`mlcalc.kernels`) where they apply; False: always eager.
+        self.fused = True
         self.collect_derivatives()
 
     @property
@@ -114,10 +117,29 @@ class NeuralNetworkPotential(AtomisticModel):
         self.collect_derivatives()
         self._requested = props
 
+    def accepts_half_list(self) -> bool:
+        """Whether half lists (``properties.half_list``) reach the fused kernels.
+
+        True for a representation with a fused path, on CPU, with the kernels
+        built and :attr:`fused` set. Any model takes half lists (they are
+        expanded to full ones where the fused path does not apply); this says
+        whether they make it faster.
+        """
+        return (self.fused and self.representation.supports_fused
+                and next(self.parameters()).device.type == "cpu" and kernels.available())
+
+    def _fused_now(self) -> bool:
+        # The kernels' backward is not differentiable again: training (a loss on
+        # the forces) and the Hessian take the eager path.
+        hessian = any(m.calc_hessian for m in self._derivative_modules())
+        return not self.training and not hessian and self.accepts_half_list()
+
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         inputs = self.initialize_derivatives(inputs)
         for m in self.input_modules:
             inputs = m(inputs)
+        if P.half_list in inputs and not self._fused_now():
+            expand_half_list(inputs)
         inputs = self.representation(inputs)
         for m in self.output_modules:
             inputs = m(inputs)
@@ -159,6 +181,17 @@ class NeuralNetworkPotential(AtomisticModel):
             elements=config.get("elements"),
         )
         return model.to(DTYPES[_dtype_name(config.get("dtype", "float32"))])
+
+
+def expand_half_list(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Turn a half list (and its pair vectors, if formed) into the full list, in place."""
+    del inputs[P.half_list]
+    i, j = inputs[P.idx_i], inputs[P.idx_j]
+    inputs[P.idx_i], inputs[P.idx_j] = torch.cat([i, j]), torch.cat([j, i])
+    inputs[P.cell_shifts] = torch.cat([inputs[P.cell_shifts], -inputs[P.cell_shifts]])
+    if P.Rij in inputs:
+        inputs[P.Rij] = torch.cat([inputs[P.Rij], -inputs[P.Rij]])
+    return inputs
 
 
 def build_potential(representation: str | dict[str, Any] = "painn", *,

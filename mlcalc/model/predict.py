@@ -13,6 +13,7 @@ from mlcalc.data.atoms import atoms_to_inputs
 from mlcalc.data.collate import collate_atoms
 from mlcalc.exceptions import InvalidStructureError, UnknownElementError
 from mlcalc.model.potential import NeuralNetworkPotential
+from mlcalc.transform.neighbors import half_pairs
 
 _PER_ATOM = (P.energies, P.forces, P.forces_std)
 _SCALAR = (P.energy, P.energy_std)
@@ -37,16 +38,24 @@ def check_elements(numbers: np.ndarray, elements: Sequence[int] | None) -> None:
 
 
 def atoms_to_batch(atoms_list: Sequence[Atoms], neighbor_list,
-                   device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """Inputs of several structures with neighbor lists, collated and moved to ``device``."""
+                   device: torch.device | str = "cpu",
+                   half: bool = False) -> dict[str, torch.Tensor]:
+    """Inputs of several structures with neighbor lists, collated and moved to ``device``.
+
+    With ``half`` the pairs are a half list (marked by ``properties.half_list``).
+    """
     examples = [neighbor_list(atoms_to_inputs(a)) for a in atoms_list]
     batch = collate_atoms(examples)
+    if half:
+        pairs = half_pairs(batch[P.idx_i], batch[P.idx_j], batch[P.cell_shifts])
+        batch[P.idx_i], batch[P.idx_j], batch[P.cell_shifts] = pairs
+        batch[P.half_list] = torch.ones((), dtype=torch.bool)
     return {k: v.to(device) for k, v in batch.items()}
 
 
 def predict(model: NeuralNetworkPotential, atoms: Atoms | Sequence[Atoms],
             properties: Iterable[str] = (P.energy, P.forces),
-            neighbor_list=None) -> list[dict[str, float | np.ndarray]]:
+            neighbor_list=None, half: bool | None = None) -> list[dict[str, float | np.ndarray]]:
     """Predict properties of one or several structures in one batch.
 
     Args:
@@ -54,6 +63,8 @@ def predict(model: NeuralNetworkPotential, atoms: Atoms | Sequence[Atoms],
         atoms: a structure or a list of them.
         properties: any of ``energy``, ``energies``, ``forces``, ``stress``, ``hessian``.
         neighbor_list: a neighbor-list transform (default: matscipy at the model cutoff).
+        half: give the model a half list (its fused kernels); None: when
+            ``model.accepts_half_list()``. False forces the eager path.
 
     Returns:
         One dict per structure: ``energy`` (float, eV), ``energies`` (n,) eV,
@@ -75,7 +86,9 @@ def predict(model: NeuralNetworkPotential, atoms: Atoms | Sequence[Atoms],
         check_elements(a.numbers, model.elements)
     nl = neighbor_list or MatScipyNeighborList(model.cutoff)
     device = next(model.parameters()).device
-    batch = atoms_to_batch(atoms_list, nl, device)
+    if half is None:
+        half = hasattr(model, "accepts_half_list") and model.accepts_half_list()
+    batch = atoms_to_batch(atoms_list, nl, device, half=half)
 
     model.eval()
     model.request(props)

@@ -25,6 +25,8 @@ class Representation(nn.Module):
     """
 
     name: str = ""
+    #: The representation has a fused path for half lists (``properties.half_list``).
+    supports_fused: bool = False
 
     def __init__(self, cutoff: float, n_rbf: int, radial_basis: str, cutoff_fn: str) -> None:
         super().__init__()

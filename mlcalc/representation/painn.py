@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mlcalc import kernels
 from mlcalc import properties as P
 from mlcalc.nn import Dense, get_activation, scatter_add
 from mlcalc.representation.base import Representation
@@ -90,6 +91,7 @@ class PaiNN(Representation):
     """
 
     name = "painn"
+    supports_fused = True
 
     def __init__(self, n_atom_basis: int = 128, n_interactions: int = 3, cutoff: float = 5.0,
                  n_rbf: int = 20, radial_basis: str = "gaussian", cutoff_fn: str = "cosine",
@@ -115,6 +117,8 @@ class PaiNN(Representation):
         )
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if P.half_list in inputs:
+            return self._forward_fused(inputs)
         idx_i, idx_j = inputs[P.idx_i], inputs[P.idx_j]
         _, dir_ij, rbf, fcut = self.pair_geometry(inputs)
         filters = self.filter_net(rbf) * fcut[:, None]  # (E, sets * 3F)
@@ -128,5 +132,33 @@ class PaiNN(Representation):
             q, mu = self.messages[b](q, mu, w_ij, dir_ij, idx_i, idx_j)
             q, mu = self.updates[b](q, mu)
         inputs[P.scalar_representation] = q.squeeze(1)
+        inputs[P.vector_representation] = mu
+        return inputs
+
+    def _forward_fused(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The same function on a half list with the kernels of :mod:`mlcalc.kernels`.
+
+        The cutoff is folded into the filter layer, ``(rbf Aᵀ + c) f_cut =
+        [rbf f_cut, f_cut] [Aᵀ; c]``, so the filters of all pairs come from
+        one matrix product per interaction and no per-pair product follows.
+        """
+        a, b = inputs[P.idx_i], inputs[P.idx_j]
+        n_atoms, F = inputs[P.Z].shape[0], self.n_atom_basis
+        order, rowptr = kernels.half_graph(a, b, n_atoms)
+        _, dir_ij, rbf, fcut = self.pair_geometry(inputs)  # (P,), (P, 3), (P, n_rbf), (P,)
+        basis = torch.cat([rbf * fcut[:, None], fcut[:, None]], dim=1)  # (P, n_rbf + 1)
+        weight = torch.cat([self.filter_net.weight.T, self.filter_net.bias[None]], dim=0)
+        n_sets = weight.shape[1] // (3 * F)
+        q = self.embedding(inputs[P.Z])  # (N, F)
+        mu = q.new_zeros((n_atoms, 3, F))  # (N, 3, F)
+        for k in range(self.n_interactions):
+            blk = k % len(self.messages)
+            s = k % n_sets
+            w_ij = basis @ weight[:, s * 3 * F:(s + 1) * 3 * F]  # (P, 3F)
+            context = self.messages[blk].context_net(q)  # (N, 3F)
+            dq, dmu = kernels.painn_message(context, w_ij, dir_ij, mu, a, b, order, rowptr)
+            q3, mu = self.updates[blk]((q + dq)[:, None, :], mu + dmu)
+            q = q3[:, 0, :]
+        inputs[P.scalar_representation] = q
         inputs[P.vector_representation] = mu
         return inputs

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mlcalc import kernels
 from mlcalc import properties as P
 from mlcalc.nn import Dense, get_activation, scatter_add
 from mlcalc.representation.base import Representation
@@ -59,6 +60,7 @@ class SchNet(Representation):
     """
 
     name = "schnet"
+    supports_fused = True
 
     def __init__(self, n_atom_basis: int = 128, n_interactions: int = 3, cutoff: float = 5.0,
                  n_rbf: int = 20, radial_basis: str = "gaussian", cutoff_fn: str = "cosine",
@@ -79,11 +81,31 @@ class SchNet(Representation):
         self.n_interactions = n_interactions
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if P.half_list in inputs:
+            return self._forward_fused(inputs)
         idx_i, idx_j = inputs[P.idx_i], inputs[P.idx_j]
         _, _, rbf, fcut = self.pair_geometry(inputs)
         x = self.embedding(inputs[P.Z])  # (N, F)
         for k in range(self.n_interactions):
             block = self.interactions[k % len(self.interactions)]
             x = x + block(x, rbf, fcut, idx_i, idx_j)
+        inputs[P.scalar_representation] = x
+        return inputs
+
+    def _forward_fused(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The same function on a half list with the kernels of :mod:`mlcalc.kernels`.
+
+        Each filter is computed once per unordered pair and serves both directions.
+        """
+        a, b = inputs[P.idx_i], inputs[P.idx_j]
+        n_atoms = inputs[P.Z].shape[0]
+        order, rowptr = kernels.half_graph(a, b, n_atoms)
+        _, _, rbf, fcut = self.pair_geometry(inputs)  # (P, n_rbf), (P,)
+        x = self.embedding(inputs[P.Z])  # (N, F)
+        for k in range(self.n_interactions):
+            block = self.interactions[k % len(self.interactions)]
+            w_ij = block.filter_net(rbf) * fcut[:, None]  # (P, n_filters)
+            conv = kernels.cfconv(block.in2f(x), w_ij, a, b, order, rowptr)  # (N, n_filters)
+            x = x + block.f2out(conv)
         inputs[P.scalar_representation] = x
         return inputs

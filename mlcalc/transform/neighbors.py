@@ -58,6 +58,32 @@ def filter_pairs(idx_i: Tensor, idx_j: Tensor, cell_shifts: Tensor, positions: T
     return idx_i[keep], idx_j[keep], cell_shifts[keep]
 
 
+def half_pairs(idx_i: Tensor, idx_j: Tensor, cell_shifts: Tensor) -> Pairs:
+    """Each unordered pair of a full list once.
+
+    A full list holds every pair twice, as (i, j, S) and (j, i, -S). The one
+    kept has i < j, or, for an atom and its own periodic image (i = j), the
+    shift S whose first non-zero component is positive.
+
+    Args:
+        idx_i, idx_j: (E,) int64 pair atoms of a full (symmetric) list.
+        cell_shifts: (E, 3) integer cell shifts.
+
+    Returns:
+        ``idx_i`` (E/2,), ``idx_j`` (E/2,), ``cell_shifts`` (E/2, 3).
+    """
+    s = cell_shifts
+    positive = (s[:, 0] > 0) | ((s[:, 0] == 0) & ((s[:, 1] > 0) | ((s[:, 1] == 0) & (s[:, 2] > 0))))
+    keep = torch.nonzero((idx_i < idx_j) | ((idx_i == idx_j) & positive)).squeeze(1)
+    return idx_i.index_select(0, keep), idx_j.index_select(0, keep), s.index_select(0, keep)
+
+
+def full_pairs(idx_i: Tensor, idx_j: Tensor, cell_shifts: Tensor) -> Pairs:
+    """Both directions of every pair of a half list: (i, j, S) and then (j, i, -S)."""
+    return (torch.cat([idx_i, idx_j]), torch.cat([idx_j, idx_i]),
+            torch.cat([cell_shifts, -cell_shifts]))
+
+
 #: Every backend searches at a cutoff widened by this factor and then applies the
 #: exact cut of :func:`_exact_cut`: a pair whose length lies within rounding of the
 #: cutoff is then kept or dropped alike by all backends (matscipy, which wraps the

@@ -1,0 +1,293 @@
+// mlcalc's fused message kernels for SchNet and PaiNN on CPU (forward and backward).
+//
+// The pairs come as a half list: pair p joins atoms a[p] and b[p]; it stands for
+// two directed edges, e = p (i = a, j = b, direction +u_p) and e = p + P
+// (i = b, j = a, direction -u_p). The filter of a pair serves both edges.
+// ``order`` lists the directed edges grouped by their centre atom i, ``rowptr``
+// (N + 1) delimits the groups. The forward pass gathers into atom i from its
+// edges; the backward pass gathers into atom j by walking the group of j and
+// reversing each edge (the reverse of e is e +- P), so no two threads write
+// the same row and nothing is scattered.
+//
+// No (edges x 3 x features) tensor is ever formed: every edge reads its filter
+// row once and the atom rows it needs, which stay in cache.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+namespace {
+
+constexpr int64_t kGrain = 8;  // atoms per task of at::parallel_for
+
+struct Edge {
+  int64_t p;      // pair (filter row)
+  int64_t src;    // the neighbor j whose features are gathered
+  double sign;    // +1 for e < P, -1 for the reversed edge
+};
+
+inline Edge edge(int64_t e, int64_t P, const int64_t* a, const int64_t* b) {
+  if (e < P) return {e, b[e], 1.0};
+  const int64_t p = e - P;
+  return {p, a[p], -1.0};
+}
+
+void check_graph(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& order,
+                 const torch::Tensor& rowptr, int64_t n_atoms) {
+  TORCH_CHECK(a.dtype() == torch::kInt64 && b.dtype() == torch::kInt64 &&
+              order.dtype() == torch::kInt64 && rowptr.dtype() == torch::kInt64,
+              "mlcalc kernels: index tensors must be int64");
+  TORCH_CHECK(a.is_contiguous() && b.is_contiguous() && order.is_contiguous() &&
+              rowptr.is_contiguous(), "mlcalc kernels: index tensors must be contiguous");
+  TORCH_CHECK(order.numel() == 2 * a.numel() && rowptr.numel() == n_atoms + 1,
+              "mlcalc kernels: inconsistent graph sizes");
+}
+
+// Runs fn(scalar) for float32 or float64 tensors (a function, not the AT_DISPATCH
+// macro, so that the loops inside may carry #pragma omp simd).
+template <typename Fn>
+void dispatch_float(at::ScalarType t, const char* name, Fn&& fn) {
+  if (t == at::kFloat) {
+    fn(float{});
+  } else if (t == at::kDouble) {
+    fn(double{});
+  } else {
+    TORCH_CHECK(false, name, ": float32 or float64 tensors expected");
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// SchNet continuous-filter convolution: out_i = sum_e W_p(e) * x_j(e)   (N, F)
+torch::Tensor cfconv_forward(torch::Tensor x, torch::Tensor W, torch::Tensor a,
+                             torch::Tensor b, torch::Tensor order, torch::Tensor rowptr) {
+  const int64_t N = x.size(0), F = x.size(1), P = a.numel();
+  check_graph(a, b, order, rowptr, N);
+  TORCH_CHECK(W.size(0) == P && W.size(1) == F, "cfconv: filter shape");
+  x = x.contiguous();
+  W = W.contiguous();
+  auto out = torch::zeros_like(x);
+  dispatch_float(x.scalar_type(), "cfconv_forward", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* __restrict xp = x.data_ptr<scalar_t>();
+    const scalar_t* __restrict wp = W.data_ptr<scalar_t>();
+    scalar_t* __restrict op = out.data_ptr<scalar_t>();
+    const int64_t *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
+    const int64_t *ord = order.data_ptr<int64_t>(), *rp = rowptr.data_ptr<int64_t>();
+    at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        scalar_t* __restrict o = op + i * F;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const Edge ed = edge(ord[k], P, ap, bp);
+          const scalar_t* __restrict w = wp + ed.p * F;
+          const scalar_t* __restrict xj = xp + ed.src * F;
+#pragma omp simd
+          for (int64_t f = 0; f < F; ++f) o[f] += w[f] * xj[f];
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// Backward: gx_j = sum_e g_i(e) W_p(e);  gW_p = sum over the two edges of g_i x_j.
+std::vector<torch::Tensor> cfconv_backward(torch::Tensor grad, torch::Tensor x, torch::Tensor W,
+                                           torch::Tensor a, torch::Tensor b, torch::Tensor order,
+                                           torch::Tensor rowptr) {
+  const int64_t N = x.size(0), F = x.size(1), P = a.numel();
+  check_graph(a, b, order, rowptr, N);
+  grad = grad.contiguous();
+  x = x.contiguous();
+  W = W.contiguous();
+  auto gx = torch::zeros_like(x);
+  auto gW_edge = torch::empty({2 * P, F}, W.options());
+  dispatch_float(x.scalar_type(), "cfconv_backward", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* __restrict gp = grad.data_ptr<scalar_t>();
+    const scalar_t* __restrict xp = x.data_ptr<scalar_t>();
+    const scalar_t* __restrict wp = W.data_ptr<scalar_t>();
+    scalar_t* __restrict gxp = gx.data_ptr<scalar_t>();
+    scalar_t* __restrict gwp = gW_edge.data_ptr<scalar_t>();
+    const int64_t *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
+    const int64_t *ord = order.data_ptr<int64_t>(), *rp = rowptr.data_ptr<int64_t>();
+    at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) {
+        scalar_t* __restrict gxj = gxp + j * F;
+        const scalar_t* __restrict xj = xp + j * F;
+        for (int64_t k = rp[j]; k < rp[j + 1]; ++k) {
+          const int64_t rev = ord[k];               // an edge j -> i ...
+          const int64_t e = rev < P ? rev + P : rev - P;  // ... reversed: i -> j
+          const Edge er = edge(rev, P, ap, bp);     // er.src is the centre i of e
+          const scalar_t* __restrict gi = gp + er.src * F;
+          const scalar_t* __restrict w = wp + er.p * F;
+          scalar_t* __restrict gw = gwp + e * F;
+#pragma omp simd
+          for (int64_t f = 0; f < F; ++f) {
+            gw[f] = gi[f] * xj[f];
+            gxj[f] += gi[f] * w[f];
+          }
+        }
+      }
+    });
+  });
+  auto gW = gW_edge.narrow(0, 0, P) + gW_edge.narrow(0, P, P);
+  return {gx, gW};
+}
+
+// ---------------------------------------------------------------------------
+// PaiNN message. x (N, 3F) = [x_s | x_vs | x_vv] context features, W (P, 3F) filters,
+// u (P, 3) unit vectors a -> b, mu (N, 3, F) vector features.
+//   dq_i       = sum_e W_s x_s,j
+//   dmu_i[c]   = sum_e (W_vs x_vs,j) s_e u_c + (W_vv x_vv,j) mu_j[c]
+std::vector<torch::Tensor> painn_message_forward(torch::Tensor x, torch::Tensor W,
+                                                 torch::Tensor u, torch::Tensor mu,
+                                                 torch::Tensor a, torch::Tensor b,
+                                                 torch::Tensor order, torch::Tensor rowptr) {
+  const int64_t N = x.size(0), F = mu.size(2), P = a.numel();
+  check_graph(a, b, order, rowptr, N);
+  TORCH_CHECK(x.size(1) == 3 * F && W.size(0) == P && W.size(1) == 3 * F &&
+              u.size(0) == P && u.size(1) == 3 && mu.size(0) == N && mu.size(1) == 3,
+              "painn_message: shapes");
+  x = x.contiguous(); W = W.contiguous(); u = u.contiguous(); mu = mu.contiguous();
+  auto dq = torch::zeros({N, F}, x.options());
+  auto dmu = torch::zeros({N, 3, F}, x.options());
+  dispatch_float(x.scalar_type(), "painn_message_forward", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* __restrict xp = x.data_ptr<scalar_t>();
+    const scalar_t* __restrict wp = W.data_ptr<scalar_t>();
+    const scalar_t* __restrict up = u.data_ptr<scalar_t>();
+    const scalar_t* __restrict mp = mu.data_ptr<scalar_t>();
+    scalar_t* __restrict dqp = dq.data_ptr<scalar_t>();
+    scalar_t* __restrict dmp = dmu.data_ptr<scalar_t>();
+    const int64_t *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
+    const int64_t *ord = order.data_ptr<int64_t>(), *rp = rowptr.data_ptr<int64_t>();
+    at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        scalar_t* __restrict oq = dqp + i * F;
+        scalar_t* __restrict o0 = dmp + i * 3 * F;
+        scalar_t* __restrict o1 = o0 + F;
+        scalar_t* __restrict o2 = o0 + 2 * F;
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const Edge ed = edge(ord[k], P, ap, bp);
+          const scalar_t* __restrict w = wp + ed.p * 3 * F;
+          const scalar_t* __restrict xj = xp + ed.src * 3 * F;
+          const scalar_t* __restrict m0 = mp + ed.src * 3 * F;
+          const scalar_t* __restrict m1 = m0 + F;
+          const scalar_t* __restrict m2 = m0 + 2 * F;
+          const scalar_t s = static_cast<scalar_t>(ed.sign);
+          const scalar_t u0 = s * up[ed.p * 3], u1 = s * up[ed.p * 3 + 1],
+                         u2 = s * up[ed.p * 3 + 2];
+#pragma omp simd
+          for (int64_t f = 0; f < F; ++f) {
+            oq[f] += w[f] * xj[f];
+            const scalar_t vs = w[F + f] * xj[F + f];
+            const scalar_t vv = w[2 * F + f] * xj[2 * F + f];
+            o0[f] += vs * u0 + vv * m0[f];
+            o1[f] += vs * u1 + vv * m1[f];
+            o2[f] += vs * u2 + vv * m2[f];
+          }
+        }
+      }
+    });
+  });
+  return {dq, dmu};
+}
+
+// Backward of painn_message_forward: gradients for x, W, u and mu.
+std::vector<torch::Tensor> painn_message_backward(torch::Tensor gq, torch::Tensor gmu,
+                                                  torch::Tensor x, torch::Tensor W,
+                                                  torch::Tensor u, torch::Tensor mu,
+                                                  torch::Tensor a, torch::Tensor b,
+                                                  torch::Tensor order, torch::Tensor rowptr) {
+  const int64_t N = x.size(0), F = mu.size(2), P = a.numel();
+  check_graph(a, b, order, rowptr, N);
+  gq = gq.contiguous(); gmu = gmu.contiguous();
+  x = x.contiguous(); W = W.contiguous(); u = u.contiguous(); mu = mu.contiguous();
+  auto gx = torch::zeros_like(x);
+  auto gmu_in = torch::zeros_like(mu);
+  auto gW_edge = torch::empty({2 * P, 3 * F}, W.options());
+  auto gu_edge = torch::empty({2 * P, 3}, u.options());
+  dispatch_float(x.scalar_type(), "painn_message_backward", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* __restrict gqp = gq.data_ptr<scalar_t>();
+    const scalar_t* __restrict gmp = gmu.data_ptr<scalar_t>();
+    const scalar_t* __restrict xp = x.data_ptr<scalar_t>();
+    const scalar_t* __restrict wp = W.data_ptr<scalar_t>();
+    const scalar_t* __restrict up = u.data_ptr<scalar_t>();
+    const scalar_t* __restrict mp = mu.data_ptr<scalar_t>();
+    scalar_t* __restrict gxp = gx.data_ptr<scalar_t>();
+    scalar_t* __restrict gmip = gmu_in.data_ptr<scalar_t>();
+    scalar_t* __restrict gwp = gW_edge.data_ptr<scalar_t>();
+    scalar_t* __restrict gup = gu_edge.data_ptr<scalar_t>();
+    const int64_t *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
+    const int64_t *ord = order.data_ptr<int64_t>(), *rp = rowptr.data_ptr<int64_t>();
+    at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) {
+        const scalar_t* __restrict xs = xp + j * 3 * F;
+        const scalar_t* __restrict xvs = xs + F;
+        const scalar_t* __restrict xvv = xs + 2 * F;
+        const scalar_t* __restrict m0 = mp + j * 3 * F;
+        const scalar_t* __restrict m1 = m0 + F;
+        const scalar_t* __restrict m2 = m0 + 2 * F;
+        scalar_t* __restrict gxs = gxp + j * 3 * F;
+        scalar_t* __restrict gxvs = gxs + F;
+        scalar_t* __restrict gxvv = gxs + 2 * F;
+        scalar_t* __restrict gm0 = gmip + j * 3 * F;
+        scalar_t* __restrict gm1 = gm0 + F;
+        scalar_t* __restrict gm2 = gm0 + 2 * F;
+        for (int64_t k = rp[j]; k < rp[j + 1]; ++k) {
+          const int64_t rev = ord[k];                      // edge j -> i
+          const int64_t e = rev < P ? rev + P : rev - P;   // edge i -> j (source j)
+          const Edge er = edge(rev, P, ap, bp);
+          const int64_t i = er.src;
+          const scalar_t s = static_cast<scalar_t>(-er.sign);  // sign of e
+          const scalar_t u0 = s * up[er.p * 3], u1 = s * up[er.p * 3 + 1],
+                         u2 = s * up[er.p * 3 + 2];
+          const scalar_t* __restrict w = wp + er.p * 3 * F;
+          const scalar_t* __restrict gqi = gqp + i * F;
+          const scalar_t* __restrict g0 = gmp + i * 3 * F;
+          const scalar_t* __restrict g1 = g0 + F;
+          const scalar_t* __restrict g2 = g0 + 2 * F;
+          scalar_t* __restrict gw = gwp + e * 3 * F;
+          scalar_t gd0 = 0, gd1 = 0, gd2 = 0;
+#pragma omp simd reduction(+ : gd0, gd1, gd2)
+          for (int64_t f = 0; f < F; ++f) {
+            // scalar channel
+            gw[f] = gqi[f] * xs[f];
+            gxs[f] += gqi[f] * w[f];
+            // vector-from-direction channel
+            const scalar_t svs = g0[f] * u0 + g1[f] * u1 + g2[f] * u2;
+            gw[F + f] = xvs[f] * svs;
+            gxvs[f] += w[F + f] * svs;
+            const scalar_t vs = w[F + f] * xvs[f];
+            gd0 += g0[f] * vs;
+            gd1 += g1[f] * vs;
+            gd2 += g2[f] * vs;
+            // vector-from-vector channel
+            const scalar_t svv = g0[f] * m0[f] + g1[f] * m1[f] + g2[f] * m2[f];
+            gw[2 * F + f] = xvv[f] * svv;
+            gxvv[f] += w[2 * F + f] * svv;
+            const scalar_t vv = w[2 * F + f] * xvv[f];
+            gm0[f] += g0[f] * vv;
+            gm1[f] += g1[f] * vv;
+            gm2[f] += g2[f] * vv;
+          }
+          // d/du of s*u: the gradient of the pair's unit vector carries the edge sign
+          gup[e * 3] = s * gd0;
+          gup[e * 3 + 1] = s * gd1;
+          gup[e * 3 + 2] = s * gd2;
+        }
+      }
+    });
+  });
+  auto gW = gW_edge.narrow(0, 0, P) + gW_edge.narrow(0, P, P);
+  auto gu = gu_edge.narrow(0, 0, P) + gu_edge.narrow(0, P, P);
+  return {gx, gW, gu, gmu_in};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("cfconv_forward", &cfconv_forward, "SchNet cfconv forward (half list)");
+  m.def("cfconv_backward", &cfconv_backward, "SchNet cfconv backward (half list)");
+  m.def("painn_message_forward", &painn_message_forward, "PaiNN message forward (half list)");
+  m.def("painn_message_backward", &painn_message_backward, "PaiNN message backward (half list)");
+}
