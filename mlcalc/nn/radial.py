@@ -10,8 +10,18 @@ from torch import nn
 from mlcalc.exceptions import unknown_name
 
 
+#: Gaussians are evaluated as exp(max(x, -60)). e^-60 ≈ 9e-27 is far below any
+#: feature that matters, but without the clamp a float32 Gaussian 4 Å from its
+#: centre underflows into subnormal numbers (e^-116 ≈ 4e-51), and a CPU multiplies
+#: those up to 100x slower: the filter products of a 5 Å model took 5 ms instead
+#: of 0.36 ms at 108 atoms (measured, docs/performance.rst).
+GAUSSIAN_FLOOR = -60.0
+
+
 class GaussianRBF(nn.Module):
     """Gaussians exp(-(d - μ_k)² / 2σ²) with centres evenly spaced on [start, cutoff].
+
+    Values below e^-60 are held at e^-60 (see :data:`GAUSSIAN_FLOOR`).
 
     Args:
         n_rbf: number of basis functions.
@@ -28,7 +38,8 @@ class GaussianRBF(nn.Module):
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
         """(E,) distances in Å -> (E, n_rbf)."""
-        return torch.exp(self.coeff * (d[:, None] - self.centers) ** 2)
+        return torch.exp(torch.clamp(self.coeff * (d[:, None] - self.centers) ** 2,
+                                     min=GAUSSIAN_FLOOR))
 
 
 class BesselRBF(nn.Module):

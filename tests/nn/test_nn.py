@@ -44,6 +44,19 @@ def test_gaussian_rbf_peaks_at_centres():
     assert out[0, 0].item() == pytest.approx(1.0) and out[1, 2].item() == pytest.approx(1.0)
 
 
+def test_gaussian_rbf_makes_no_subnormal_float32_numbers():
+    # Subnormals make CPU arithmetic up to 100x slower; the floor e^-60 keeps the
+    # values normal and differs from the exact Gaussian by less than 1e-26.
+    rbf = GaussianRBF(20, cutoff=5.0)
+    d = torch.linspace(0.5, 5.0, 200)
+    out = rbf(d)
+    tiny = torch.finfo(torch.float32).tiny
+    assert not ((out != 0) & (out.abs() < tiny)).any()
+    exact = torch.exp(rbf.coeff * (d[:, None] - rbf.centers) ** 2)  # float32, no floor
+    assert (out - exact).abs().max() < 1e-26
+    assert ((exact != 0) & (exact < tiny)).any()  # without the floor: subnormals
+
+
 def test_bessel_rbf_shape_and_value():
     out = BesselRBF(3, cutoff=5.0)(torch.tensor([1.0]))
     assert out.shape == (1, 3)
