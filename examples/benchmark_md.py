@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--cutoff", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--paths", nargs="+", default=["fused"], choices=["fused", "eager"],
+                        help="fused C++ kernels (half lists) and/or the eager model")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--atom-steps", type=int, default=4000,
                         help="atoms x steps per repeat (sets the steps per size)")
@@ -42,15 +44,17 @@ def main() -> None:
     print(f"# machine: {machine_line(args.device, [args.threads])}")
     print(f"# {args.features}x{args.interactions} models, cutoff {args.cutoff} Å, float32, "
           f"fcc Cu, VelocityVerlet 1 fs, median of {args.repeats} repeats")
-    columns = ("model", "atoms", "skin", *MD_COLUMNS[4:-2])
+    columns = ("model", "path", "atoms", "skin", *MD_COLUMNS[5:-2])
     print(format_table([], columns))
     for n in args.sizes:
         for name in args.models:
-            for skin in args.skins:
-                row = bench_md(name, n, args.threads, args.device, features=args.features,
-                               interactions=args.interactions, cutoff=args.cutoff,
-                               repeats=args.repeats, atom_steps=args.atom_steps, skin=skin)
-                print(format_table([row], columns).splitlines()[-1], flush=True)
+            for path in args.paths:
+                for skin in args.skins:
+                    row = bench_md(name, n, args.threads, args.device, features=args.features,
+                                   interactions=args.interactions, cutoff=args.cutoff,
+                                   repeats=args.repeats, atom_steps=args.atom_steps, skin=skin,
+                                   fused=path == "fused")
+                    print(format_table([row], columns).splitlines()[-1], flush=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from mlcalc.calculator import MLCalculator, resolve_device, set_threads
 
 #: Atom counts of the fcc Cu supercells -> repetitions of the 4-atom cubic cell.
 SUPERCELLS = {32: 2, 108: 3, 256: 4, 500: 5, 864: 6, 2048: 8, 4000: 10, 8788: 13, 16384: 16}
-MD_COLUMNS = ("model", "atoms", "threads", "props", "steps/s", "atom-steps/s", "ms/step",
+MD_COLUMNS = ("model", "path", "atoms", "threads", "props", "steps/s", "atom-steps/s", "ms/step",
               "NL ms", "model ms", "rest ms", "ASE ms", "NL %", "stress %", "peak MiB")
 TRAINING_COLUMNS = ("model", "structures", "batch", "threads", "structures/s", "ms/batch",
                     "peak MiB")
@@ -127,7 +127,7 @@ def _potential(model_name: str, features: int, interactions: int, cutoff: float)
 def bench_md(model_name: str, n_atoms: int, threads: int, device: str = "cpu",
              stress: bool = False, *, features: int = 128, interactions: int = 3,
              cutoff: float = 5.0, repeats: int = 5, atom_steps: int = 4000,
-             skin: float | None = None) -> dict[str, object]:
+             skin: float | None = None, fused: bool = True) -> dict[str, object]:
     """MD throughput of one model on ``n_atoms`` fcc Cu atoms.
 
     Args:
@@ -140,6 +140,8 @@ def bench_md(model_name: str, n_atoms: int, threads: int, device: str = "cpu",
         repeats: timed repeats (the median is reported).
         atom_steps: atoms x steps per repeat (steps = max(2, atom_steps // n_atoms)).
         skin: Verlet skin in Å (None: MLCalculator's default).
+        fused: let MLCalculator use the fused kernels (half lists); False: the
+            eager path. The row's ``path`` says which one ran.
 
     Returns:
         A row: the :data:`MD_COLUMNS` (times per step in ms; ``stress %`` is
@@ -151,11 +153,13 @@ def bench_md(model_name: str, n_atoms: int, threads: int, device: str = "cpu",
     steps = max(2, atom_steps // n_atoms)
     ase_step, _ = time_md(cu_supercell(n_atoms), ZeroCalculator(), steps, repeats, stress)
     calc = MLCalculator(_potential(model_name, features, interactions, cutoff), device=dev,
-                        threads=threads, **({} if skin is None else {"skin": skin}))
+                        threads=threads, fused=fused,
+                        **({} if skin is None else {"skin": skin}))
     with peak_memory(dev) as peak:
         step, split = time_md(atoms, calc, steps, repeats, stress)
     nl, mdl = split["neighbor_list"], split["model"]
-    return {"model": model_name, "atoms": n_atoms, "threads": calc.threads,
+    return {"model": model_name, "path": "fused" if calc.fused else "eager",
+            "atoms": n_atoms, "threads": calc.threads,
             "props": "E+F+S" if stress else "E+F", "steps/s": 1 / step,
             "atom-steps/s": n_atoms / step, "ms/step": 1e3 * step, "NL ms": 1e3 * nl,
             "model ms": 1e3 * mdl, "rest ms": 1e3 * (split["calculate"] - nl - mdl),
@@ -165,7 +169,7 @@ def bench_md(model_name: str, n_atoms: int, threads: int, device: str = "cpu",
 
 def add_stress_overhead(rows: Sequence[dict]) -> None:
     """Set ``stress %`` of each E+F+S row: its extra time per step over the matching E+F row."""
-    key = ("model", "atoms", "threads", "device", "skin")
+    key = ("model", "path", "atoms", "threads", "device", "skin")
     plain = {tuple(r[k] for k in key): r for r in rows if r["props"] == "E+F"}
     for row in rows:
         base = plain.get(tuple(row[k] for k in key))

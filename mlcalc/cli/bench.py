@@ -58,6 +58,10 @@ def _positive(ctx: click.Context, param: click.Parameter, value):
                                       "list or repeated: --threads 1 --threads all.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
               show_default=True, help="Device of the model.")
+@click.option("--path", "paths", multiple=True, default=("fused",), show_default=True,
+              callback=lambda ctx, param, values: _split(values),
+              help="Model path: 'fused' (the C++ kernels on half lists, where they apply) "
+                   "and/or 'eager'; comma list or repeated.")
 @click.option("--stress/--no-stress", default=True, show_default=True,
               help="Also time E+F+S and report the stress overhead.")
 @click.option("--features", type=int, default=128, show_default=True, callback=_positive,
@@ -81,7 +85,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Also write the tables to this Markdown file.")
 @one_line_errors
-def bench(models, sizes, threads, device, stress, features, interactions, cutoff, repeats,
+def bench(models, sizes, threads, device, paths, stress, features, interactions, cutoff, repeats,
           atom_steps, training, train_structures, batch_size, train_steps, output) -> None:
     """Benchmark MD and training throughput (random weights, float32)."""
     import tempfile
@@ -101,16 +105,22 @@ def bench(models, sizes, threads, device, stress, features, interactions, cutoff
         raise click.BadParameter(f"no fcc Cu supercell of {bad[0]} atoms; sizes: "
                                  f"{', '.join(map(str, B.SUPERCELLS))}", param_hint="'--sizes'")
     resolve_device(device)
+    bad_paths = [p for p in paths if p not in ("fused", "eager")]
+    if bad_paths:
+        raise click.BadParameter(f"'{bad_paths[0]}' is not a path; paths: fused, eager",
+                                 param_hint="'--path'")
     shape = dict(features=features, interactions=interactions, cutoff=cutoff)
     md_rows, training_rows = [], []
     for n in sizes:
         for t in threads:
             for name in models:
-                for with_stress in (False, True) if stress else (False,):
-                    click.echo(f"md: {name} {n} atoms {t} thread(s) "
-                               f"{'E+F+S' if with_stress else 'E+F'}", err=True)
-                    md_rows.append(B.bench_md(name, n, t, device, with_stress, repeats=repeats,
-                                              atom_steps=atom_steps, **shape))
+                for path in paths:
+                    for with_stress in (False, True) if stress else (False,):
+                        click.echo(f"md: {name} {path} {n} atoms {t} thread(s) "
+                                   f"{'E+F+S' if with_stress else 'E+F'}", err=True)
+                        md_rows.append(B.bench_md(name, n, t, device, with_stress,
+                                                  repeats=repeats, atom_steps=atom_steps,
+                                                  fused=path == "fused", **shape))
     B.add_stress_overhead(md_rows)
     if training:
         with tempfile.TemporaryDirectory() as tmp:

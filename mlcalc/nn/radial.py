@@ -9,7 +9,6 @@ from torch import nn
 
 from mlcalc.exceptions import unknown_name
 
-
 #: Gaussians are evaluated as exp(max(x, -60)). e^-60 ≈ 9e-27 is far below any
 #: feature that matters, but without the clamp a float32 Gaussian 4 Å from its
 #: centre underflows into subnormal numbers (e^-116 ≈ 4e-51), and a CPU multiplies

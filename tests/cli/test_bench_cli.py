@@ -63,6 +63,17 @@ def test_bench_no_stress_no_training():
     assert "## Training" not in result.output
 
 
+def test_bench_times_both_paths():
+    from mlcalc import kernels
+
+    result = run(*TINY, "--models", "painn", "--path", "fused,eager", "--no-stress",
+                 "--no-training")
+    assert result.exit_code == 0, result.output
+    expected = ["fused" if kernels.available() else "eager", "eager"]
+    assert [r["path"] for r in table(result.output, "model")] == expected
+    assert "## Training" not in result.output
+
+
 def test_help_does_not_import_torch():
     help_text = help_without_torch("bench")
     assert "--atom-steps" in help_text and "--threads" in help_text
@@ -76,6 +87,7 @@ def test_help_does_not_import_torch():
     (["--threads", "0"], "--threads"),
     (["--repeats", "0"], "--repeats"),
     (["--device", "tpu"], "--device"),
+    (["--path", "fast"], "not a path"),
     pytest.param(["--device", "cuda"], "CUDA", marks=pytest.mark.skipif(
         torch.cuda.is_available(), reason="needs a machine without CUDA")),
 ])

@@ -127,6 +127,25 @@ def test_fused_calculator_gives_the_eager_numbers(name, dtype, triclinic_cu):
 
 
 @pytest.mark.parametrize("name", ["schnet", "painn"])
+def test_threads_split_the_atoms_without_changing_the_numbers(name):
+    """The kernels run over chunks of 8 atoms in parallel: 2 threads, same numbers."""
+    model = tiny_model(name, torch.float64)
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (3, 3, 2)
+    atoms.rattle(0.05, seed=1)
+    results = []
+    try:
+        for threads in (1, 2):
+            a = atoms.copy()
+            a.calc = MLCalculator(model, threads=threads)
+            results.append((a.get_potential_energy(), a.get_forces(), a.get_stress()))
+    finally:
+        torch.set_num_threads(1)
+    (e1, f1, s1), (e2, f2, s2) = results
+    assert abs(e1 - e2) < 1e-10 and np.abs(f1 - f2).max() < 1e-12
+    assert np.abs(s1 - s2).max() < 1e-13
+
+
+@pytest.mark.parametrize("name", ["schnet", "painn"])
 def test_fused_md_follows_the_eager_trajectory(name):
     """30 steps at 1500 K (atoms cross cell faces, the half Verlet list is cut and rebuilt)."""
     model = tiny_model(name, torch.float64)
