@@ -25,6 +25,7 @@ from mlcalc.data.atoms import atoms_to_inputs
 from mlcalc.ensemble import EnsemblePotential
 from mlcalc.exceptions import DeviceError
 from mlcalc.model import NeuralNetworkPotential, predict, split_results
+from mlcalc.model.potential import DTYPES, _dtype_name
 from mlcalc.model.predict import check_elements
 from mlcalc.model_io import load_model
 from mlcalc.pretrained import resolve_model_path
@@ -71,7 +72,11 @@ def set_threads(threads: int | None) -> int:
 
 def _load(spec: ModelSpec, device: torch.device, dtype) -> NeuralNetworkPotential:
     if isinstance(spec, torch.nn.Module):
-        model = spec.to(dtype) if dtype is not None else spec
+        model = spec
+        if dtype is not None:
+            dtype = DTYPES[_dtype_name(dtype)]
+            if dtype != spec.dtype:  # a copy: the caller's model keeps its precision
+                model = copy.deepcopy(spec).to(dtype)
         return model.to(device).eval()
     return load_model(resolve_model_path(spec), device=device, dtype=dtype)
 

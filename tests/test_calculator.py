@@ -21,6 +21,7 @@ from mlcalc.exceptions import (
     InvalidStructureError,
     ModelFileError,
     UnknownElementError,
+    UnknownNameError,
 )
 from tests.conftest import tiny_model
 
@@ -267,6 +268,15 @@ def test_dtype_switch(model32):
     atoms32 = atoms.copy()
     atoms32.calc = MLCalculator(model32)
     assert atoms32.get_potential_energy() == pytest.approx(e64, abs=1e-4)
+
+
+def test_dtype_switch_of_a_loaded_model_leaves_the_callers_model_alone():
+    module = tiny_model("schnet", torch.float32)
+    calc = MLCalculator(module, dtype="float64")
+    assert calc.model.dtype == torch.float64 and module.dtype == torch.float32
+    assert MLCalculator(module, dtype=torch.float32).model is module
+    with pytest.raises(UnknownNameError, match="float16"):
+        MLCalculator(module, dtype="float16")
 
 
 def test_info_keys_invalidate_cache(model32):

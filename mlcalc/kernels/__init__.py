@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -56,6 +57,15 @@ def _extension_name() -> str:
     return f"mlcalc_kernels_{source}_{_cpu_tag()}_t{torch_tag}"
 
 
+def _is_built(name: str) -> bool:
+    """Whether torch's extension cache already holds this build."""
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    roots = [Path(root)] if root else list(Path(cpp_extension.get_default_build_root()).glob("*"))
+    return any((r / name / f"{name}.so").exists() for r in roots)
+
+
 def enabled() -> bool:
     """False when ``MLCALC_KERNELS`` is ``0``, ``false``, ``no`` or ``off``."""
     return os.environ.get("MLCALC_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
@@ -80,9 +90,13 @@ def load(verbose: bool = False) -> ModuleType:
         flags = ["-O3", "-fopenmp"]
         if platform.machine() in ("x86_64", "AMD64"):
             flags.append("-march=native")
+        name = _extension_name()
+        if not _is_built(name):
+            print("mlcalc: compiling the fused CPU kernels (first use, about 30 s) ...",
+                  file=sys.stderr, flush=True)
         try:
             _module = cpp_extension.load(
-                name=_extension_name(), sources=[str(_SOURCE)], extra_cflags=flags,
+                name=name, sources=[str(_SOURCE)], extra_cflags=flags,
                 extra_ldflags=["-fopenmp"], verbose=verbose)
         except Exception as exc:  # noqa: BLE001 - any build failure means "not available"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -127,6 +127,27 @@ def test_fused_calculator_gives_the_eager_numbers(name, dtype, triclinic_cu):
 
 
 @pytest.mark.parametrize("name", ["schnet", "painn"])
+def test_fused_float32_is_the_float64_eager_function(name):
+    """The acceptance bound for the fast path: a 128x3 float32 model on the fused
+    kernels against the same weights in float64 on the eager path: energies
+    within 1e-5 relative, forces within 1e-4 eV/Å."""
+    from mlcalc.bench import _potential, cu_supercell
+
+    atoms = cu_supercell(32)
+    atoms.rattle(0.1, seed=4)
+    fast = MLCalculator(_potential(name, 128, 3, 5.0), threads=1)
+    reference = MLCalculator(_potential(name, 128, 3, 5.0), dtype="float64", fused=False,
+                             threads=1)
+    assert fast.fused and not reference.fused and reference.model.dtype == torch.float64
+    a, b = atoms.copy(), atoms.copy()
+    a.calc, b.calc = fast, reference
+    e_ref, f_ref = b.get_potential_energy(), b.get_forces()
+    assert abs(a.get_potential_energy() - e_ref) <= 1e-5 * abs(e_ref)
+    assert np.abs(a.get_forces() - f_ref).max() <= 1e-4
+    assert np.abs(f_ref).max() > 1e-2  # forces worth comparing
+
+
+@pytest.mark.parametrize("name", ["schnet", "painn"])
 def test_threads_split_the_atoms_without_changing_the_numbers(name):
     """The kernels run over chunks of 8 atoms in parallel: 2 threads, same numbers."""
     model = tiny_model(name, torch.float64)
