@@ -78,6 +78,8 @@ def load(verbose: bool = False) -> ModuleType:
         KernelBuildError: no compiler, a failed build, or ``MLCALC_KERNELS=0``.
     """
     global _module, _failed
+    if _module is not None:  # called at every message step
+        return _module
     with _lock:
         if _module is not None:
             return _module

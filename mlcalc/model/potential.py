@@ -14,6 +14,7 @@ from mlcalc.atomistic import Atomwise, Forces, PairVectors
 from mlcalc.exceptions import MlcalcError, unknown_name
 from mlcalc.model.base import AtomisticModel
 from mlcalc.representation import Representation, get_representation
+from mlcalc.transform.neighbors import full_pairs
 from mlcalc.transform.offsets import AddOffsets, Offsets
 
 INPUT_MODULES = {"pair_vectors": PairVectors}
@@ -186,9 +187,8 @@ class NeuralNetworkPotential(AtomisticModel):
 def expand_half_list(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Turn a half list (and its pair vectors, if formed) into the full list, in place."""
     del inputs[P.half_list]
-    i, j = inputs[P.idx_i], inputs[P.idx_j]
-    inputs[P.idx_i], inputs[P.idx_j] = torch.cat([i, j]), torch.cat([j, i])
-    inputs[P.cell_shifts] = torch.cat([inputs[P.cell_shifts], -inputs[P.cell_shifts]])
+    inputs[P.idx_i], inputs[P.idx_j], inputs[P.cell_shifts] = full_pairs(
+        inputs[P.idx_i], inputs[P.idx_j], inputs[P.cell_shifts])
     if P.Rij in inputs:
         inputs[P.Rij] = torch.cat([inputs[P.Rij], -inputs[P.Rij]])
     return inputs
