@@ -4,13 +4,14 @@ The eager SchNet and PaiNN form (pairs × features) and (pairs × 3 × features)
 tensors for every message and again for their gradients; on a CPU that memory
 traffic, not arithmetic, sets the speed. The kernels in ``message.cpp`` do a
 message step in one pass over the pairs, reading each filter row once, and
-its backward in one more pass, with no per-pair intermediates.
+its backward in one pass over the pairs (filter gradients) and one over the
+atoms (feature gradients), with no per-pair intermediates.
 
 They work on a *half* neighbor list (each unordered pair once; see
 :func:`half_graph`): the filter of a pair is computed once and serves both
 directions. They are compiled with the machine's C++ compiler by
 :func:`torch.utils.cpp_extension.load` the first time they are needed
-(about a minute; cached under ``TORCH_EXTENSIONS_DIR``, by default
+(about 30 s; cached under ``TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``). Where that is impossible (no compiler) mlcalc
 warns once and uses the eager path; ``MLCALC_KERNELS=0`` turns them off.
 """
@@ -171,7 +172,7 @@ class _PaiNNMessage(torch.autograd.Function):
     def backward(ctx, gq, gmu):
         x, W, u, mu, a, b, order, rowptr = ctx.saved_tensors
         if gq is None:
-            gq = torch.zeros((x.shape[0], mu.shape[2]), dtype=x.dtype)
+            gq = torch.zeros((x.shape[0], mu.shape[2]), dtype=x.dtype, device=x.device)
         if gmu is None:
             gmu = torch.zeros_like(mu)
         gx, gW, gu, gmu_in = _module.painn_message_backward(gq, gmu, x, W, u, mu, a, b, order,
