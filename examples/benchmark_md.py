@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--paths", nargs="+", default=["fused"], choices=["fused", "eager"],
-                        help="fused C++ kernels (half lists) and/or the eager model")
+                        help="compiled message kernels and/or their plain torch reference")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--atom-steps", type=int, default=4000,
                         help="atoms x steps per repeat (sets the steps per size)")
@@ -53,7 +53,7 @@ def main() -> None:
                     row = bench_md(name, n, args.threads, args.device, features=args.features,
                                    interactions=args.interactions, cutoff=args.cutoff,
                                    repeats=args.repeats, atom_steps=args.atom_steps, skin=skin,
-                                   fused=path == "fused")
+                                   path=path)
                     print(format_table([row], columns).splitlines()[-1], flush=True)
 
 

@@ -37,9 +37,9 @@ POINTS = {"Γ": (0.0, 0.0, 0.0), "X": (0.5, 0.0, 0.5), "L": (0.5, 0.5, 0.5)}
 
 
 def train(run_dir: Path) -> Path:
-    from mlcalc.fit import fit
-    from mlcalc.generate import generate_emt
-    from mlcalc.recipe import load_recipe
+    from mlcalc.data.generate import generate_emt
+    from mlcalc.train.fit import fit
+    from mlcalc.train.recipe import load_recipe
 
     if not DATA.exists():
         generate_emt(DATA, elements=("Cu",), n_structures=300, seed=0,
@@ -87,7 +87,7 @@ def compare(model: Path, workdir: Path) -> str:
         for k, label in ((0, "TA"), (2, "LA")):
             rows.append((f"{label} at {point} (THz)", f_ref[point][k], f_ml[point][k]))
     gamma = float(np.abs(f_ml["Γ"]).max())
-    metrics = ml.model.file_info["metadata"].get("test_metrics", {})
+    metrics = ml.model.metadata.get("test_metrics", {})
     lines = [".. list-table::", "   :header-rows: 1", "",
              "   * - quantity", "     - EMT", "     - cu-emt model", "     - deviation"]
     for name, ref, val in rows:

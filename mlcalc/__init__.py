@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "MLCalculator": "mlcalc.calculator",
-    "save_model": "mlcalc.model_io",
-    "load_model": "mlcalc.model_io",
+    "save_model": "mlcalc.model",
+    "load_model": "mlcalc.model",
     "AtomisticModel": "mlcalc.model",
     "NeuralNetworkPotential": "mlcalc.model",
     "build_potential": "mlcalc.model",

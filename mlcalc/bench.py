@@ -5,7 +5,7 @@ by the machine. Weights are random (speed does not depend on them).
 :func:`bench_md` times ASE's VelocityVerlet on fcc Cu, split into neighbor
 list, model and the rest of MLCalculator (``MLCalculator.timings``), next to
 ASE's own loop (:class:`ZeroCalculator`). :func:`bench_training` times
-optimizer steps of :class:`~mlcalc.task.AtomisticTask`, called directly (a
+optimizer steps of :class:`~mlcalc.train.task.AtomisticTask`, called directly (a
 Lightning Trainer's per-step hooks and logging would be timed too).
 
 Peak memory is a high-water mark above the start of the run: on CPU the
@@ -36,12 +36,13 @@ from ase.md.verlet import VelocityVerlet
 
 from mlcalc import properties as P
 from mlcalc.calculator import MLCalculator, resolve_device, set_threads
+from mlcalc.exceptions import unknown_name
 
 #: Atom counts of the fcc Cu supercells -> repetitions of the 4-atom cubic cell.
 SUPERCELLS = {32: 2, 108: 3, 256: 4, 500: 5, 864: 6, 2048: 8, 4000: 10, 8788: 13, 16384: 16}
 MD_COLUMNS = ("model", "path", "atoms", "threads", "props", "steps/s", "atom-steps/s", "ms/step",
               "NL ms", "model ms", "rest ms", "ASE ms", "NL %", "stress %", "peak MiB")
-TRAINING_COLUMNS = ("model", "structures", "batch", "threads", "structures/s", "ms/batch",
+TRAINING_COLUMNS = ("model", "path", "structures", "batch", "threads", "structures/s", "ms/batch",
                     "peak MiB")
 
 
@@ -132,7 +133,7 @@ def _potential(model_name: str, features: int, interactions: int, cutoff: float)
 def bench_md(model_name: str, n_atoms: int, threads: int, device: str = "cpu",
              stress: bool = False, *, features: int = 128, interactions: int = 3,
              cutoff: float = 5.0, repeats: int = 5, atom_steps: int = 4000,
-             skin: float | None = None, fused: bool = True) -> dict[str, object]:
+             skin: float | None = None, path: str = "fused") -> dict[str, object]:
     """MD throughput of one model on ``n_atoms`` fcc Cu atoms.
 
     Args:
@@ -145,8 +146,9 @@ def bench_md(model_name: str, n_atoms: int, threads: int, device: str = "cpu",
         repeats: timed repeats (the median is reported).
         atom_steps: atoms x steps per repeat (steps = max(2, atom_steps // n_atoms)).
         skin: Verlet skin in Å (None: MLCalculator's default).
-        fused: let MLCalculator use the fused kernels (half lists); False: the
-            eager path. The row's ``path`` says which one ran.
+        path: ``fused`` (the compiled kernels of :mod:`mlcalc.kernels` where
+            the device has them) or ``eager`` (their plain torch reference).
+            The row's ``path`` says which one ran.
 
     Returns:
         A row: the :data:`MD_COLUMNS` (times per step in ms; ``stress %`` is
@@ -158,18 +160,34 @@ def bench_md(model_name: str, n_atoms: int, threads: int, device: str = "cpu",
     steps = max(2, atom_steps // n_atoms)
     ase_step, _ = time_md(cu_supercell(n_atoms), ZeroCalculator(), steps, repeats, stress)
     calc = MLCalculator(_potential(model_name, features, interactions, cutoff), device=dev,
-                        threads=threads, fused=fused,
-                        **({} if skin is None else {"skin": skin}))
-    with peak_memory(dev) as peak:
+                        threads=threads, **({} if skin is None else {"skin": skin}))
+    with kernel_path(path, dev) as ran, peak_memory(dev) as peak:
         step, split = time_md(atoms, calc, steps, repeats, stress)
     nl, mdl = split["neighbor_list"], split["model"]
-    return {"model": model_name, "path": "fused" if calc.fused else "eager",
+    return {"model": model_name, "path": ran,
             "atoms": n_atoms, "threads": calc.threads,
             "props": "E+F+S" if stress else "E+F", "steps/s": 1 / step,
             "atom-steps/s": n_atoms / step, "ms/step": 1e3 * step, "NL ms": 1e3 * nl,
             "model ms": 1e3 * mdl, "rest ms": 1e3 * (split["calculate"] - nl - mdl),
             "ASE ms": 1e3 * ase_step, "NL %": 100 * nl / step, "stress %": None,
             "peak MiB": peak["MiB"], "skin": calc.skin, "device": str(dev)}
+
+
+PATHS = ("fused", "eager")
+
+
+@contextlib.contextmanager
+def kernel_path(path: str, device: torch.device) -> Iterator[str]:
+    """Run the block on ``path`` (``fused`` or ``eager``); yields the path that runs."""
+    from mlcalc import kernels
+
+    if path not in PATHS:
+        raise unknown_name("path", path, PATHS)
+    if path == "eager":
+        with kernels.disabled():
+            yield "eager"
+    else:
+        yield "fused" if kernels.active(device) else "eager"
 
 
 def add_stress_overhead(rows: Sequence[dict]) -> None:
@@ -184,7 +202,7 @@ def add_stress_overhead(rows: Sequence[dict]) -> None:
 
 def make_training_data(path: str | os.PathLike, n_structures: int, seed: int = 0) -> Path:
     """EMT-labelled 32-atom Cu cells (strained, rattled bulk) at ``path``."""
-    from mlcalc.generate import generate_emt
+    from mlcalc.data.generate import generate_emt
 
     generate_emt(path, ("Cu",), n_structures=n_structures, seed=seed, kinds=("bulk",))
     return Path(path)
@@ -193,7 +211,8 @@ def make_training_data(path: str | os.PathLike, n_structures: int, seed: int = 0
 def bench_training(model_name: str, n_structures: int, batch_size: int, threads: int,
                    device: str = "cpu", *, features: int = 128, interactions: int = 3,
                    cutoff: float = 5.0, steps: int = 10, warmup: int = 2,
-                   data_path: str | os.PathLike | None = None) -> dict[str, object]:
+                   data_path: str | os.PathLike | None = None,
+                   path: str = "fused") -> dict[str, object]:
     """Training throughput: structures per second of full optimizer steps.
 
     One step is :meth:`AtomisticTask.training_step` (forward, forces by
@@ -207,6 +226,7 @@ def bench_training(model_name: str, n_structures: int, batch_size: int, threads:
         batch_size: structures per batch.
         data_path: an existing data set from :func:`make_training_data`; None
             makes ``n_structures`` of them in a temporary folder.
+        path: ``fused`` or ``eager`` (see :func:`bench_md`).
 
     Returns:
         A row with the :data:`TRAINING_COLUMNS` and ``device``.
@@ -214,19 +234,19 @@ def bench_training(model_name: str, n_structures: int, batch_size: int, threads:
     import warnings
 
     from mlcalc.data import AtomsDataModule
-    from mlcalc.task import AtomisticTask, ModelOutput
-    from mlcalc.transform import get_neighbor_list
+    from mlcalc.model import model_neighbor_list
+    from mlcalc.train.task import AtomisticTask, ModelOutput
 
     dev = resolve_device(device)
     threads = set_threads(threads)
+    model = _potential(model_name, features, interactions, cutoff).to(dev)
     with tempfile.TemporaryDirectory() as tmp:
         if data_path is None:
             data_path = make_training_data(Path(tmp) / "emt.db", n_structures)
         dm = AtomsDataModule(data_path, batch_size=batch_size, num_train=n_structures, num_val=0,
                              num_test=0, load_properties=[P.energy, P.forces],
-                             transforms=[get_neighbor_list("matscipy", cutoff)])
+                             transforms=[model_neighbor_list(model, "cpu")])
         dm.setup("fit")  # holds every structure and its neighbor list in memory from here
-    model = _potential(model_name, features, interactions, cutoff).to(dev)
     task = AtomisticTask(model, [ModelOutput(P.energy, per_atom=True),
                                  ModelOutput(P.forces, loss_weight=10.0)], lr_scheduler="none")
     optimizer = task.configure_optimizers()
@@ -245,14 +265,14 @@ def bench_training(model_name: str, n_structures: int, batch_size: int, threads:
         return done
 
     it = itertools.chain.from_iterable(iter(dm.train_dataloader, None))  # epochs forever
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), kernel_path(path, dev) as ran:
         warnings.filterwarnings("ignore", message=".*self.log.*")  # no Trainer to log to
         run(warmup, it)
         with peak_memory(dev) as peak:
             t0 = time.perf_counter()
             done = run(steps, it)
             elapsed = time.perf_counter() - t0
-    return {"model": model_name, "structures": n_structures, "batch": batch_size,
+    return {"model": model_name, "path": ran, "structures": n_structures, "batch": batch_size,
             "threads": threads, "structures/s": done / elapsed, "ms/batch": 1e3 * elapsed / steps,
             "peak MiB": peak["MiB"], "device": str(dev)}
 

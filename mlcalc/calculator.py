@@ -17,19 +17,25 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.calculators.calculator import Calculator, all_changes
 
 from mlcalc import properties as P
 from mlcalc.allocator import keep_freed_memory
-from mlcalc.data.atoms import atoms_to_inputs
-from mlcalc.ensemble import EnsemblePotential
 from mlcalc.exceptions import DeviceError
-from mlcalc.model import NeuralNetworkPotential, predict, split_results
-from mlcalc.model.potential import DTYPES, _dtype_name
-from mlcalc.model.predict import check_elements
-from mlcalc.model_io import load_model
+from mlcalc.model import (
+    DTYPES,
+    EnsemblePotential,
+    NeuralNetworkPotential,
+    check_elements,
+    check_stress_defined,
+    dtype_name,
+    load_model,
+    model_neighbor_list,
+    predict,
+    split_results,
+    structure_inputs,
+)
 from mlcalc.pretrained import resolve_model_path
-from mlcalc.transform.neighbors import get_neighbor_list
 from mlcalc.transform.verlet import VerletNeighborList
 
 #: Default Verlet skin in Å (see docs/calculator.rst for the measurement).
@@ -74,7 +80,7 @@ def _load(spec: ModelSpec, device: torch.device, dtype) -> NeuralNetworkPotentia
     if isinstance(spec, torch.nn.Module):
         model = spec
         if dtype is not None:
-            dtype = DTYPES[_dtype_name(dtype)]
+            dtype = DTYPES[dtype_name(dtype)]
             if dtype != spec.dtype:  # a copy: the caller's model keeps its precision
                 model = copy.deepcopy(spec).to(dtype)
         return model.to(device).eval()
@@ -97,13 +103,15 @@ class MLCalculator(Calculator):
         threads: torch threads; None respects OMP_NUM_THREADS, else
             :func:`default_threads`. Torch's thread count is process-wide.
         neighbor_list: backend name (``matscipy``, ``torch``,
-            ``torch_cluster``, ``ase``); default matscipy on CPU, torch on GPU.
+            ``torch_cluster``, ``ase``) instead of the model's own choice for
+            the device (saved in the model file: matscipy on CPU, torch on GPU).
         info_keys: ``atoms.info`` keys the model reads; a change of any of
             them invalidates the cached results.
-        fused: use the fused CPU kernels of :mod:`mlcalc.kernels` (half
-            neighbor lists, one pass per message step) where they apply; the
-            numbers are those of the eager path to rounding. False: eager.
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
+
+    Which implementation of the message steps runs (the compiled kernels of
+    :mod:`mlcalc.kernels` on CPU) is decided there, by device;
+    ``MLCALC_KERNELS=0`` turns the kernels off.
 
     Attributes:
         n_model_calls: model evaluations so far.
@@ -117,7 +125,7 @@ class MLCalculator(Calculator):
     def __init__(self, model: ModelSpec | Sequence[ModelSpec], device: str = "auto",
                  dtype: str | torch.dtype | None = None, skin: float = DEFAULT_SKIN,
                  threads: int | None = None, neighbor_list: str | None = None,
-                 info_keys: Sequence[str] = (), fused: bool = True, **kwargs) -> None:
+                 info_keys: Sequence[str] = (), **kwargs) -> None:
         super().__init__(**kwargs)
         keep_freed_memory()  # no page faults from per-step allocations (see mlcalc.allocator)
         self.threads = set_threads(threads)
@@ -128,26 +136,23 @@ class MLCalculator(Calculator):
             members = [_load(m, self.device, dtype) for m in model]
             self.model: NeuralNetworkPotential | EnsemblePotential = EnsemblePotential(
                 members, names)
-            self.implemented_properties = [*MLCalculator.implemented_properties,
-                                           P.energy_std, P.forces_std, P.stress_std]
         else:
             self.model = _load(model, self.device, dtype)
+        if isinstance(self.model, EnsemblePotential):
+            self.implemented_properties = [*MLCalculator.implemented_properties,
+                                           P.energy_std, P.forces_std, P.stress_std]
         self.model.eval()
         self.cutoff = self.model.cutoff
         self.skin = float(skin)
-        self.backend = neighbor_list or ("torch" if self.device.type == "cuda" else "matscipy")
-        #: whether the model gets half neighbor lists and so its fused kernels
-        self.fused = bool(fused) and self.model.accepts_half_list()
-        self.verlet = self._new_verlet()
+        self.backend = neighbor_list
+        self.verlet = VerletNeighborList(
+            model_neighbor_list(self.model, self.device, self.skin, neighbor_list),
+            self.cutoff, self.skin)
         self.info_keys = tuple(info_keys)
         self.n_model_calls = 0
         self.timings = {"neighbor_list": 0.0, "model": 0.0, "calculate": 0.0}
         self._want_stress = False
         self._checked_numbers: np.ndarray | None = None
-
-    def _new_verlet(self) -> VerletNeighborList:
-        nl = get_neighbor_list(self.backend, self.cutoff + self.skin)
-        return VerletNeighborList(nl, self.cutoff, self.skin, half=self.fused)
 
     @property
     def elements(self) -> list[int] | None:
@@ -171,10 +176,9 @@ class MLCalculator(Calculator):
     def _properties_to_compute(self, atoms: Atoms, properties: Sequence[str]) -> list[str]:
         props = {P.energy, P.energies, P.forces} | set(properties)
         props.discard(P.free_energy)
+        props -= {P.energy_std, P.forces_std, P.stress_std}  # come with their property
         if P.stress in props:
-            if not atoms.pbc.all():
-                raise PropertyNotImplementedError(
-                    "stress is only defined for structures periodic in all three directions")
+            check_stress_defined([atoms])
             # Once asked, stress is kept: NPT and cell filters ask every step,
             # and computing it with the forces costs far less than a second call.
             self._want_stress = True
@@ -188,20 +192,14 @@ class MLCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         props = self._properties_to_compute(atoms, properties)
-        inputs = atoms_to_inputs(atoms)
         self._check_elements(atoms.numbers)
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs = structure_inputs(atoms, self.device)
         t1 = time.perf_counter()
-        idx_i, idx_j, shifts = self.verlet(inputs[P.R], inputs[P.cell][0], inputs[P.pbc][0],
-                                           inputs[P.Z])
-        inputs.update({P.idx_i: idx_i, P.idx_j: idx_j, P.cell_shifts: shifts,
-                       P.idx_m: torch.zeros(len(atoms), dtype=torch.long, device=self.device)})
-        if self.verlet.half:
-            inputs[P.half_list] = torch.ones((), dtype=torch.bool)
+        inputs[P.idx_i], inputs[P.idx_j], inputs[P.cell_shifts] = self.verlet(
+            inputs[P.R], inputs[P.cell][0], inputs[P.pbc][0], inputs[P.Z])
         t2 = time.perf_counter()
-        self.model.request(props)
-        with torch.set_grad_enabled(bool(self.model.required_derivatives)):
-            out = self.model(inputs)
+        with torch.set_grad_enabled(bool(self.model.required_derivatives(props))):
+            out = self.model(inputs, props)
         (results,) = split_results(out, [len(atoms)], props)
         t3 = time.perf_counter()
         self.n_model_calls += 1
@@ -211,15 +209,25 @@ class MLCalculator(Calculator):
         self.timings["model"] += t3 - t2
         self.timings["calculate"] += time.perf_counter() - t0
 
+    def get_hessian(self, atoms: Atoms | None = None) -> np.ndarray:
+        """The analytic Hessian ∂²E/∂R² of ``atoms``, (3N, 3N) float64 in eV/Å².
+
+        Rows and columns run over atoms, then x, y, z (``H[3a + i, 3b + j]``),
+        the layout of ``ase.vibrations.VibrationsData.from_2d``. The name is
+        the one other ML calculators (MACE, janus-core) use.
+        """
+        return self.get_property(P.hessian, atoms)
+
     # ---- batched evaluation --------------------------------------------------
     def calculate_many(self, atoms_list: Sequence[Atoms],
                        properties: Sequence[str] = (P.energy, P.forces),
                        batch_size: int = 32) -> list[dict[str, float | np.ndarray]]:
         """Evaluate many structures in batches; same numbers as one by one.
 
-        Each structure gets a calculator holding its results (sharing this
-        calculator's model), so ``atoms.get_forces()`` works on each without
-        another evaluation. Memory is bounded by ``batch_size`` structures.
+        Each structure gets its own calculator holding its results (sharing
+        this calculator's model, nothing else), so ``atoms.get_forces()``
+        works on each without another evaluation. Memory is bounded by
+        ``batch_size`` structures.
 
         Returns:
             one results dict per structure (ASE names, float64).
@@ -227,23 +235,27 @@ class MLCalculator(Calculator):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         props = sorted({P.energy, *properties} - {P.free_energy})
-        if P.stress in props and not all(a.pbc.all() for a in atoms_list):
-            raise PropertyNotImplementedError(
-                "stress is only defined for structures periodic in all three directions")
-        nl = get_neighbor_list(self.backend, self.cutoff)
+        if P.stress in props:
+            check_stress_defined(atoms_list)
+        nl = model_neighbor_list(self.model, self.device, backend=self.backend)
         all_results = []
         for start in range(0, len(atoms_list), batch_size):
             chunk = atoms_list[start:start + batch_size]
-            results = predict(self.model, chunk, props, nl, half=self.fused)
+            results = predict(self.model, chunk, props, nl)
             for atoms, res in zip(chunk, results, strict=True):
                 res[P.free_energy] = res[P.energy]
-                calc = copy.copy(self)
-                calc.verlet = self._new_verlet()
+                calc = self.sibling()
                 calc.results = dict(res)
                 calc.atoms = atoms.copy()
                 atoms.calc = calc
                 all_results.append(res)
         return all_results
+
+    def sibling(self) -> MLCalculator:
+        """A new calculator on the same model object (no reload): own Verlet list, own timings."""
+        return MLCalculator(self.model, device=self.device, skin=self.skin,
+                            threads=self.threads, neighbor_list=self.backend,
+                            info_keys=self.info_keys)
 
     def __repr__(self) -> str:
         kind = type(self.model).__name__

@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from ase.calculators.calculator import PropertyNotImplementedError
+
 
 class MlcalcError(Exception):
     """Base class of all errors mlcalc raises on purpose."""
@@ -65,3 +67,11 @@ class DeviceError(MlcalcError, RuntimeError):
 
 class EnsembleError(MlcalcError, ValueError):
     """Members of a model ensemble are not compatible."""
+
+
+class StressUndefinedError(MlcalcError, PropertyNotImplementedError):
+    """Stress was asked for a structure that is not periodic in all three directions.
+
+    It is ASE's ``PropertyNotImplementedError`` too, so ASE code that probes
+    for stress (``try: atoms.get_stress()``) treats it as ASE expects.
+    """

@@ -173,7 +173,7 @@ def check_batch(model: NeuralNetworkPotential, atoms_list: Sequence[Atoms]) -> t
 def check_save_load(model: NeuralNetworkPotential, atoms: Atoms,
                     path: str | os.PathLike) -> tuple[float, float]:
     """(``|ΔE|``, max ``|ΔF|``) between ``model`` and its save → load copy at ``path``."""
-    from mlcalc.model_io import load_model, save_model
+    from mlcalc.model.io import load_model, save_model
 
     save_model(model, path)
     loaded = load_model(path, device=next(model.parameters()).device)

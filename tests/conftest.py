@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk, fcc111
 
-from mlcalc.model import build_potential
+from mlcalc import kernels
+from mlcalc.model import NeuralNetworkPotential, build_potential
+from mlcalc.representation import REPRESENTATIONS
 
 # Deliberate: on a loaded 2-core machine two torch threads can be many times
 # slower than one.
 torch.set_num_threads(1)
 
-MODELS = ("schnet", "painn")
+#: Every registered representation: the contract and physics tests run over all.
+MODELS = tuple(REPRESENTATIONS)
 DTYPES = (torch.float32, torch.float64)
 
 
@@ -64,6 +69,42 @@ def tiny_model(name: str, dtype: torch.dtype = torch.float64, cutoff: float = 4.
 @pytest.fixture(params=MODELS)
 def model_name(request) -> str:
     return request.param
+
+
+def _counted(function, calls: dict):
+    def counting(*args):
+        calls["kernel"] += 1
+        return function(*args)
+
+    return counting
+
+
+@pytest.fixture(params=["fused", "eager"])
+def message_path(request, monkeypatch):
+    """Run the test on the compiled kernels and on their plain torch reference.
+
+    Afterwards checks that the path the test was meant to take is the one
+    taken: if the model ran, the compiled functions ran too (fused) or never
+    (eager).
+    """
+    if request.param == "fused" and not kernels.active("cpu"):
+        pytest.skip("the fused kernels could not be built here")
+    calls = {"model": 0, "kernel": 0}
+    forward = NeuralNetworkPotential.forward
+
+    def counting_forward(self, *args, **kwargs):
+        calls["model"] += 1
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(NeuralNetworkPotential, "forward", counting_forward)
+    if kernels.active("cpu"):
+        library = kernels.load()
+        for name in ("cfconv_forward", "painn_message_forward"):
+            monkeypatch.setattr(library, name, _counted(getattr(library, name), calls))
+    with kernels.disabled() if request.param == "eager" else contextlib.nullcontext():
+        yield request.param
+    if calls["model"]:
+        assert (calls["kernel"] > 0) == (request.param == "fused"), calls
 
 
 @pytest.fixture

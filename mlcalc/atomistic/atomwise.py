@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -46,7 +47,15 @@ class Atomwise(nn.Module):
         self.aggregation_mode = aggregation_mode
         self.net = build_mlp(n_in, 1, n_hidden, n_layers, get_activation(activation))
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    @property
+    def output_keys(self) -> tuple[str, ...]:
+        """The properties this module adds."""
+        keys = (self.output_key, self.per_atom_output_key)
+        return tuple(k for k in keys if k is not None)
+
+    def forward(self, inputs: dict[str, torch.Tensor],
+                properties: Collection[str] = ()) -> dict[str, torch.Tensor]:
+        """Adds ``output_key`` (M,) and ``per_atom_output_key`` (N,), float64, eV."""
         y = self.net(inputs[P.scalar_representation]).squeeze(-1).double()  # (N,)
         n_atoms = inputs[P.n_atoms]
         total = scatter_add(y, inputs[P.idx_m], n_atoms.shape[0])  # (M,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -20,63 +21,64 @@ def full_to_voigt(t: torch.Tensor) -> torch.Tensor:
 class Forces(nn.Module):
     """Derivatives of the energy: F = -∂E/∂R, σ = (1/V) ∂E/∂ε, H = ∂²E/∂R².
 
-    Forces and stress come from one ``torch.autograd.grad`` call. Which ones
-    are computed is switched per call (``calc_forces``, ``calc_stress``,
-    ``calc_hessian``; see :meth:`NeuralNetworkPotential.request`), so nothing
-    is differentiated that was not asked for.
+    Forces and stress come from one ``torch.autograd.grad`` call. What is
+    computed is decided per call by the properties the model is asked for
+    (:meth:`required_derivatives`), so nothing is differentiated that was not
+    asked for, and the module keeps no switches between calls.
 
     Stress is Voigt-6 in eV/Å³ with ASE's sign (negative under compression).
-    Hessian is (3n, 3n) in eV/Å² for a batch of one structure.
+    Hessian is (3n, 3n) in eV/Å² for a batch of one structure. The graph is
+    kept for a second derivative when the model trains (a loss on the forces)
+    or the Hessian is asked for.
 
     Args:
-        calc_forces, calc_stress, calc_hessian: initial switches.
         energy_key, force_key, stress_key, hessian_key: dict keys used.
     """
 
     name = "forces"
 
-    def __init__(self, calc_forces: bool = True, calc_stress: bool = False,
-                 calc_hessian: bool = False, energy_key: str = P.energy,
-                 force_key: str = P.forces, stress_key: str = P.stress,
-                 hessian_key: str = P.hessian) -> None:
+    def __init__(self, energy_key: str = P.energy, force_key: str = P.forces,
+                 stress_key: str = P.stress, hessian_key: str = P.hessian) -> None:
         super().__init__()
-        self.calc_forces = calc_forces
-        self.calc_stress = calc_stress
-        self.calc_hessian = calc_hessian
         self.energy_key = energy_key
         self.force_key = force_key
         self.stress_key = stress_key
         self.hessian_key = hessian_key
 
     @property
-    def required_derivatives(self) -> list[str]:
-        """Input keys the energy must be differentiable with respect to."""
+    def output_keys(self) -> tuple[str, str, str]:
+        """The properties this module can add."""
+        return self.force_key, self.stress_key, self.hessian_key
+
+    def required_derivatives(self, properties: Collection[str]) -> list[str]:
+        """Input keys the energy must be differentiable by for ``properties``."""
         keys = []
-        if self.calc_forces or self.calc_hessian:
+        if self.force_key in properties or self.hessian_key in properties:
             keys.append(P.R)
-        if self.calc_stress:
+        if self.stress_key in properties:
             keys.append(P.strain)
         return keys
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        wrt = [inputs[k] for k in self.required_derivatives]
-        if not wrt:
+    def forward(self, inputs: dict[str, torch.Tensor],
+                properties: Collection[str]) -> dict[str, torch.Tensor]:
+        wanted_f, wanted_s = self.force_key in properties, self.stress_key in properties
+        wanted_h = self.hessian_key in properties
+        keys = self.required_derivatives(properties)
+        if not keys:
             return inputs
         energy = inputs[self.energy_key]
-        # Training differentiates the loss through the forces again.
-        create_graph = self.training or self.calc_hessian
-        grads = torch.autograd.grad(
-            energy.sum(), wrt, create_graph=create_graph, retain_graph=create_graph
-        )
+        create_graph = self.training or wanted_h
+        grads = torch.autograd.grad(energy.sum(), [inputs[k] for k in keys],
+                                    create_graph=create_graph, retain_graph=create_graph)
         k = 0
-        if self.calc_forces or self.calc_hessian:
+        if wanted_f or wanted_h:
             forces = -grads[0]
             k = 1
-            if self.calc_forces:
+            if wanted_f:
                 inputs[self.force_key] = forces
-            if self.calc_hessian:
+            if wanted_h:
                 inputs[self.hessian_key] = self._hessian(forces, inputs[P.R])
-        if self.calc_stress:
+        if wanted_s:
             cell = inputs[P.cell].detach()
             volume = torch.abs(torch.linalg.det(cell))  # (M,)
             inputs[self.stress_key] = full_to_voigt(grads[k]) / volume[:, None]

@@ -60,8 +60,8 @@ def _positive(ctx: click.Context, param: click.Parameter, value):
               show_default=True, help="Device of the model.")
 @click.option("--path", "paths", multiple=True, default=("fused",), show_default=True,
               callback=lambda ctx, param, values: _split(values),
-              help="Model path: 'fused' (the C++ kernels on half lists, where they apply) "
-                   "and/or 'eager'; comma list or repeated.")
+              help="Message ops: 'fused' (the compiled kernels, where the device has "
+                   "them) and/or 'eager' (their plain torch reference); comma list or repeated.")
 @click.option("--stress/--no-stress", default=True, show_default=True,
               help="Also time E+F+S and report the stress overhead.")
 @click.option("--features", type=int, default=128, show_default=True, callback=_positive,
@@ -105,9 +105,9 @@ def bench(models, sizes, threads, device, paths, stress, features, interactions,
         raise click.BadParameter(f"no fcc Cu supercell of {bad[0]} atoms; sizes: "
                                  f"{', '.join(map(str, B.SUPERCELLS))}", param_hint="'--sizes'")
     resolve_device(device)
-    bad_paths = [p for p in paths if p not in ("fused", "eager")]
+    bad_paths = [p for p in paths if p not in B.PATHS]
     if bad_paths:
-        raise click.BadParameter(f"'{bad_paths[0]}' is not a path; paths: fused, eager",
+        raise click.BadParameter(f"'{bad_paths[0]}' is not a path; paths: {', '.join(B.PATHS)}",
                                  param_hint="'--path'")
     shape = dict(features=features, interactions=interactions, cutoff=cutoff)
     md_rows, training_rows = [], []
@@ -120,7 +120,7 @@ def bench(models, sizes, threads, device, paths, stress, features, interactions,
                                    f"{'E+F+S' if with_stress else 'E+F'}", err=True)
                         md_rows.append(B.bench_md(name, n, t, device, with_stress,
                                                   repeats=repeats, atom_steps=atom_steps,
-                                                  fused=path == "fused", **shape))
+                                                  path=path, **shape))
     B.add_stress_overhead(md_rows)
     if training:
         with tempfile.TemporaryDirectory() as tmp:
@@ -128,10 +128,11 @@ def bench(models, sizes, threads, device, paths, stress, features, interactions,
             data = B.make_training_data(Path(tmp) / "emt.db", train_structures)
             for t in threads:
                 for name in models:
-                    click.echo(f"training: {name} {t} thread(s)", err=True)
-                    training_rows.append(B.bench_training(
-                        name, train_structures, batch_size, t, device, steps=train_steps,
-                        data_path=data, **shape))
+                    for path in paths:
+                        click.echo(f"training: {name} {path} {t} thread(s)", err=True)
+                        training_rows.append(B.bench_training(
+                            name, train_structures, batch_size, t, device, steps=train_steps,
+                            data_path=data, path=path, **shape))
     notes = (f"Models {features}x{interactions}, cutoff {cutoff} Å; MD: median of {repeats} "
              f"repeats of {atom_steps} atom-steps; ms per step; NL = neighbor list, rest = "
              "rest of MLCalculator, ASE = ASE's loop alone; peak MiB = memory high-water "

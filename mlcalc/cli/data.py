@@ -1,7 +1,7 @@
 """``mlcalc data``: make (``generate``), convert (``convert``) and inspect
 (``info``) data sets, i.e. ASE SQLite databases of labelled structures.
 
-Thin layers over :mod:`mlcalc.generate` and :mod:`mlcalc.data`; heavy
+Thin layers over :mod:`mlcalc.data.generate` and :mod:`mlcalc.data`; heavy
 imports happen inside the commands so that ``mlcalc --help`` stays instant.
 """
 
@@ -98,8 +98,8 @@ def generate(out: str, calculator: str, elements: tuple[str, ...], n_structures:
     slabs; stress is labelled only when every structure is fully periodic, so
     use --no-surfaces (or --kinds without surface) to train on stress.
     """
+    from mlcalc.data.generate import EMT_KINDS, generate_emt, generate_lj
     from mlcalc.exceptions import unknown_name
-    from mlcalc.generate import EMT_KINDS, generate_emt, generate_lj
 
     _refuse_existing(out)
     start = time.perf_counter()

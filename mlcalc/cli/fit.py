@@ -17,8 +17,8 @@ def fit(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume:
         no_progress: bool) -> None:
     """Train the potential described by RECIPE and write model.pt and its metrics."""
     from mlcalc.exceptions import MlcalcError
-    from mlcalc.fit import fit as run_fit
-    from mlcalc.recipe import load_recipe
+    from mlcalc.train.fit import fit as run_fit
+    from mlcalc.train.recipe import load_recipe
 
     try:
         parsed = load_recipe(recipe, list(overrides))

@@ -70,7 +70,9 @@ def info(model: str) -> None:
     from pathlib import Path
 
     from mlcalc.exceptions import MlcalcError
-    from mlcalc.model_io import read_model_file
+    from ase.data import chemical_symbols
+
+    from mlcalc.model.io import read_model_file, summary
     from mlcalc.pretrained import bundled_models
 
     try:
@@ -83,23 +85,26 @@ def info(model: str) -> None:
         name = rep.pop("name")
         outputs = ", ".join(m["name"] for m in config["output_modules"])
         units = ", ".join(f"{k}: {v}" for k, v in content["units"].items())
-        cutoff, dtype = content["cutoff"], content["dtype"]
+        facts = summary(content)
     except MlcalcError as err:
         raise click.ClickException(str(err)) from None
     except (KeyError, TypeError, AttributeError) as err:
         # a file that passed the format check but lacks a field: one line, not a traceback
         raise click.ClickException(f"{model}: incomplete model file ({type(err).__name__}: "
                                    f"{err})") from None
-    offsets = content.get("offsets") or {}
+    offsets, nl, elements = facts["offsets"], facts["neighbor_list"], facts["elements"]
+    trained = f"; trained with {nl.training}" if nl.training else ""
     lines = [
         f"model file      {model} (format {content['format_version']}, "
         f"mlcalc {content.get('mlcalc_version')}, torch {content.get('torch_version')})",
         f"representation  {name}: " + ", ".join(f"{k}={v}" for k, v in rep.items()),
         f"outputs         {outputs}",
-        f"elements        {content.get('elements') or 'any'}",
-        f"cutoff          {cutoff} Å",
+        "elements        " + (", ".join(f"{chemical_symbols[z]} ({z})" for z in elements)
+                                 if elements else "any"),
+        f"cutoff          {facts['cutoff']} Å",
+        f"neighbor list   {nl.cpu} on CPU, {nl.cuda} on GPU{trained}",
         f"units           {units}",
-        f"precision       network {dtype}; positions, cell and pair vectors float64;"
+        f"precision       network {facts['dtype']}; positions, cell and pair vectors float64;"
         " energies summed and offsets added in float64",
         f"offsets         mean {offsets.get('mean_per_atom', 0.0):.6g} eV/atom, "
         f"atomrefs {offsets.get('atomrefs') or 'none'}",

@@ -3,14 +3,18 @@
 :class:`ASEAtomsData` stores labelled structures with their units,
 :class:`AtomsDataModule` splits them for training, :func:`collate_atoms`
 batches them, and the converters build databases from files.
+
+``AtomsDataModule`` is a Lightning data module; it is imported on first use so
+that inference (the calculator, ``mlcalc md``) never imports the training stack.
 """
+
+from typing import Any
 
 from mlcalc.data.atoms import atoms_to_inputs, validate_structure
 from mlcalc.data.atoms_data import ASEAtomsData
 from mlcalc.data.base import BaseAtomsData
 from mlcalc.data.collate import collate_atoms
 from mlcalc.data.convert import from_ase_file, from_npz
-from mlcalc.data.datamodule import AtomsDataModule
 
 __all__ = [
     "ASEAtomsData",
@@ -22,3 +26,11 @@ __all__ = [
     "from_npz",
     "validate_structure",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AtomsDataModule":
+        from mlcalc.data.datamodule import AtomsDataModule
+
+        return AtomsDataModule
+    raise AttributeError(f"module 'mlcalc.data' has no attribute {name!r}")

@@ -20,6 +20,7 @@ from ase.db.core import Database
 from mlcalc import properties as P
 from mlcalc.data.atoms import validate_structure
 from mlcalc.data.base import N_ELEMENTS, BaseAtomsData
+from mlcalc.data.labels import gather_labels
 from mlcalc.exceptions import InvalidStructureError, MissingPropertyError, UnitError
 from mlcalc.transform.base import Transform
 from mlcalc.units import INTERNAL_UNITS, conversion_factor, to_internal
@@ -183,9 +184,6 @@ class ASEAtomsData(BaseAtomsData):
         if property_list is not None and len(property_list) != len(atoms_list):
             raise ValueError(f"{len(atoms_list)} structures but {len(property_list)} "
                              "property dicts")
-        # convert.py holds the atoms -> labels logic and imports this module.
-        from mlcalc.data.convert import gather_labels
-
         units = self.units
         per_atom = set(self._meta.get("per_atom_properties", []))
         rows = []

@@ -1,127 +1,127 @@
-"""Fused CPU message kernels for the fast inference path (C++, compiled on first use).
+"""Fused message kernels: the message steps of SchNet and PaiNN as custom ops.
 
 The eager SchNet and PaiNN form (pairs × features) and (pairs × 3 × features)
 tensors for every message and again for their gradients; on a CPU that memory
-traffic, not arithmetic, sets the speed. The kernels in ``message.cpp`` do a
-message step in one pass over the pairs, reading each filter row once, and
-its backward in one pass over the pairs (filter gradients) and one over the
-atoms (feature gradients), with no per-pair intermediates.
+traffic, not arithmetic, sets the speed. mlcalc's representations therefore
+call a few message ops (:mod:`mlcalc.kernels.ops`) on a *half* neighbor list
+(each unordered pair once; the filter of a pair serves both directions):
 
-They work on a *half* neighbor list (each unordered pair once; see
-:func:`half_graph`): the filter of a pair is computed once and serves both
-directions. They are compiled with the machine's C++ compiler by
-:func:`torch.utils.cpp_extension.load` the first time they are needed
-(about 30 s; cached under ``TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``). Where that is impossible (no compiler) mlcalc
-warns once and uses the eager path; ``MLCALC_KERNELS=0`` turns them off.
+- :func:`cfconv` — SchNet's continuous-filter convolution,
+- :func:`painn_message` — PaiNN's message step,
+
+plus :func:`half_graph`, the per-atom grouping of the pairs that the kernels
+walk. The ops are ``torch.library`` custom ops: torch's dispatcher picks the
+implementation by device — the C++ kernels of ``cpu.cpp`` on CPU (one pass
+over the pairs forward and backward, no per-pair intermediates), a plain
+torch reference elsewhere (and wherever the kernels are off). Autograd is
+registered for every op and works to any order, so the same ops serve MD,
+the Hessian and training. This folder is the only place that knows which
+implementation runs; a new device implementation is added here.
+
+The C++ kernels are compiled on first use (see :mod:`mlcalc.kernels.build`:
+cached per environment, ``mlcalc kernels build`` builds ahead of time).
+Without a compiler mlcalc warns once and runs the reference implementation.
+The one switch: ``MLCALC_KERNELS=0`` turns the kernels off for a process;
+:func:`disabled` turns them off for a block of code (tests, benchmarks).
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
-import platform
-import sys
 import threading
 import warnings
-from pathlib import Path
+from collections.abc import Iterator
 from types import ModuleType
 
 import torch
 
-__all__ = ["available", "load", "half_graph", "cfconv", "painn_message", "KernelBuildError"]
+from mlcalc.kernels import ops
+from mlcalc.kernels.build import KernelBuildError, load_library
 
-_SOURCE = Path(__file__).with_name("message.cpp")
+__all__ = ["KernelBuildError", "active", "cfconv", "disabled", "enabled", "half_graph",
+           "load", "painn_message"]
+
+#: Device types with a compiled implementation of the ops.
+KERNEL_DEVICES = ("cpu",)
+
 _lock = threading.Lock()
-_module: ModuleType | None = None
+_library: ModuleType | None = None
 _failed: str | None = None
-
-
-class KernelBuildError(RuntimeError):
-    """The C++ kernels could not be compiled or loaded."""
-
-
-def _cpu_tag() -> str:
-    """A tag of the CPU's instruction sets: the build uses ``-march=native``."""
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((ln for ln in fh if ln.startswith(("flags", "Features"))), "")
-    except OSError:
-        pass
-    return hashlib.sha1((platform.machine() + flags).encode()).hexdigest()[:8]
-
-
-def _extension_name() -> str:
-    source = hashlib.sha1(_SOURCE.read_bytes()).hexdigest()[:8]
-    torch_tag = torch.__version__.split("+")[0].replace(".", "_")
-    return f"mlcalc_kernels_{source}_{_cpu_tag()}_t{torch_tag}"
-
-
-def _is_built(name: str) -> bool:
-    """Whether torch's extension cache already holds this build."""
-    from torch.utils import cpp_extension
-
-    root = os.environ.get("TORCH_EXTENSIONS_DIR")
-    roots = [Path(root)] if root else list(Path(cpp_extension.get_default_build_root()).glob("*"))
-    return any((r / name / f"{name}.so").exists() for r in roots)
+_enabled = os.environ.get("MLCALC_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def enabled() -> bool:
-    """False when ``MLCALC_KERNELS`` is ``0``, ``false``, ``no`` or ``off``."""
-    return os.environ.get("MLCALC_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
+    """The switch: False under ``MLCALC_KERNELS=0`` or inside :func:`disabled`."""
+    return _enabled
 
 
 def load(verbose: bool = False) -> ModuleType:
-    """Compile (first time) and import the kernels.
+    """Compile (first time in this environment), load and register the CPU kernels.
 
     Raises:
-        KernelBuildError: no compiler, a failed build, or ``MLCALC_KERNELS=0``.
+        KernelBuildError: no compiler, a failed build, or the kernels are switched off.
     """
-    global _module, _failed
-    if _module is not None:  # called at every message step
-        return _module
+    global _library, _failed
+    if _library is not None:
+        return _library
     with _lock:
-        if _module is not None:
-            return _module
-        if not enabled():
+        if _library is not None:
+            return _library
+        if not _enabled:
             raise KernelBuildError("the fused kernels are turned off (MLCALC_KERNELS=0)")
         if _failed is not None:
             raise KernelBuildError(_failed)
-        from torch.utils import cpp_extension
-
-        flags = ["-O3", "-fopenmp"]
-        if platform.machine() in ("x86_64", "AMD64"):
-            flags.append("-march=native")
-        name = _extension_name()
-        if not _is_built(name):
-            print("mlcalc: compiling the fused CPU kernels (first use, about 30 s) ...",
-                  file=sys.stderr, flush=True)
         try:
-            _module = cpp_extension.load(
-                name=name, sources=[str(_SOURCE)], extra_cflags=flags,
-                extra_ldflags=["-fopenmp"], verbose=verbose)
-        except Exception as exc:  # noqa: BLE001 - any build failure means "not available"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            _failed = f"the fused kernels could not be built ({first}); using the eager path"
+            library = load_library(verbose=verbose)
+        except KernelBuildError as exc:
+            _failed = f"{exc}; using the reference implementation"
             raise KernelBuildError(_failed) from exc
-        return _module
+        ops.register_cpu(library)
+        _library = library
+        return library
 
 
-def available() -> bool:
-    """Whether the kernels can be used; warns once (and returns False) if the build fails."""
-    if _module is not None:
-        return True
-    if not enabled():
+def active(device: torch.device | str) -> bool:
+    """Whether the compiled kernels run for tensors on ``device`` (builds them if needed).
+
+    False (with one warning per process) when the build fails.
+    """
+    if torch.device(device).type not in KERNEL_DEVICES or not _enabled:
         return False
+    if _library is not None:
+        return True
     try:
         load()
     except KernelBuildError as exc:
-        if not getattr(available, "_warned", False):
+        if not getattr(active, "_warned", False):
             warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
-            available._warned = True  # type: ignore[attr-defined]
+            active._warned = True  # type: ignore[attr-defined]
         return False
     return True
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Run the reference implementation on every device inside the block."""
+    global _enabled
+    previous = _enabled
+    with contextlib.ExitStack() as stack:
+        for op in ops.OPS:
+            for device in KERNEL_DEVICES:
+                stack.enter_context(op.set_kernel_enabled(device, False))
+        _enabled = False
+        try:
+            yield
+        finally:
+            _enabled = previous
+
+
+def _prepare(device: torch.device) -> None:
+    # the first call on a kernel device compiles/loads the library; later calls return at once
+    if _library is None and _enabled and device.type in KERNEL_DEVICES \
+            and not torch.compiler.is_compiling():
+        active(device)
 
 
 def half_graph(a: torch.Tensor, b: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,44 +140,10 @@ def half_graph(a: torch.Tensor, b: torch.Tensor, n_atoms: int) -> tuple[torch.Te
     """
     centres = torch.cat([a, b])
     order = torch.argsort(centres, stable=True)
-    counts = torch.bincount(centres, minlength=n_atoms)
-    rowptr = torch.zeros(n_atoms + 1, dtype=torch.long, device=a.device)
-    torch.cumsum(counts, 0, out=rowptr[1:])
-    return order, rowptr
-
-
-class _CFConv(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, W, a, b, order, rowptr):
-        ctx.save_for_backward(x, W, a, b, order, rowptr)
-        return _module.cfconv_forward(x, W, a, b, order, rowptr)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, W, a, b, order, rowptr = ctx.saved_tensors
-        gx, gW = _module.cfconv_backward(grad, x, W, a, b, order, rowptr)
-        return gx, gW, None, None, None, None
-
-
-class _PaiNNMessage(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, W, u, mu, a, b, order, rowptr):
-        ctx.save_for_backward(x, W, u, mu, a, b, order, rowptr)
-        dq, dmu = _module.painn_message_forward(x, W, u, mu, a, b, order, rowptr)
-        return dq, dmu
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, gq, gmu):
-        x, W, u, mu, a, b, order, rowptr = ctx.saved_tensors
-        if gq is None:
-            gq = torch.zeros((x.shape[0], mu.shape[2]), dtype=x.dtype, device=x.device)
-        if gmu is None:
-            gmu = torch.zeros_like(mu)
-        gx, gW, gu, gmu_in = _module.painn_message_backward(gq, gmu, x, W, u, mu, a, b, order,
-                                                            rowptr)
-        return gx, gW, gu, gmu_in, None, None, None, None
+    # counts by index_add (static shape N, unlike bincount): torch.compile traces it
+    counts = torch.zeros(n_atoms + 1, dtype=torch.long, device=a.device)
+    counts.index_add_(0, centres + 1, torch.ones_like(centres))
+    return order, torch.cumsum(counts, 0)
 
 
 def cfconv(x: torch.Tensor, W: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
@@ -190,11 +156,10 @@ def cfconv(x: torch.Tensor, W: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
         a, b, order, rowptr: the half list and :func:`half_graph`.
 
     Returns:
-        (N, F). Differentiable once (forces, stress; not a Hessian or a
-        force-trained loss).
+        (N, F), differentiable to any order.
     """
-    load()
-    return _CFConv.apply(x, W, a, b, order, rowptr)
+    _prepare(x.device)
+    return ops.cfconv(x, W, a, b, order, rowptr)
 
 
 def painn_message(x: torch.Tensor, W: torch.Tensor, u: torch.Tensor, mu: torch.Tensor,
@@ -210,7 +175,8 @@ def painn_message(x: torch.Tensor, W: torch.Tensor, u: torch.Tensor, mu: torch.T
         a, b, order, rowptr: the half list and :func:`half_graph`.
 
     Returns:
-        Δq (N, F) and Δμ (N, 3, F), summed over both directions of every pair.
+        Δq (N, F) and Δμ (N, 3, F), summed over both directions of every pair;
+        differentiable to any order.
     """
-    load()
-    return _PaiNNMessage.apply(x, W, u, mu, a, b, order, rowptr)
+    _prepare(x.device)
+    return ops.painn_message(x, W, u, mu, a, b, order, rowptr)

@@ -1,6 +1,16 @@
-"""Models: AtomisticModel base, NeuralNetworkPotential, and evaluation on ase.Atoms."""
+"""Models: AtomisticModel, NeuralNetworkPotential, ensembles, the model file, and the
+one route from ase.Atoms to a model's inputs and back."""
 
 from mlcalc.model.base import AtomisticModel
+from mlcalc.model.batch import (
+    atoms_to_batch,
+    check_elements,
+    check_stress_defined,
+    model_neighbor_list,
+    structure_inputs,
+)
+from mlcalc.model.ensemble import EnsemblePotential
+from mlcalc.model.io import load_model, read_model_file, save_model
 from mlcalc.model.potential import (
     DTYPES,
     INPUT_MODULES,
@@ -8,10 +18,14 @@ from mlcalc.model.potential import (
     POSTPROCESSORS,
     NeuralNetworkPotential,
     build_potential,
+    dtype_name,
 )
-from mlcalc.model.predict import atoms_to_batch, predict, split_results
+from mlcalc.model.predict import predict, split_results
 
 __all__ = [
     "DTYPES", "INPUT_MODULES", "OUTPUT_MODULES", "POSTPROCESSORS", "AtomisticModel",
-    "NeuralNetworkPotential", "atoms_to_batch", "build_potential", "predict", "split_results",
+    "EnsemblePotential", "NeuralNetworkPotential", "atoms_to_batch", "build_potential",
+    "check_elements", "check_stress_defined", "dtype_name", "load_model",
+    "model_neighbor_list", "predict", "read_model_file", "save_model", "split_results",
+    "structure_inputs",
 ]

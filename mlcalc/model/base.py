@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,43 +14,36 @@ from mlcalc import properties as P
 class AtomisticModel(nn.Module):
     """Base class of mlcalc's models.
 
-    A model maps the batch dict to the same dict with outputs added. It
-    collects the ``required_derivatives`` that its modules declare (e.g. the
-    Forces module needs ``positions``, and ``strain`` for stress), prepares
-    those inputs for autograd itself, and runs its postprocessors (e.g.
-    float64 offset restoration) unless it is training or
-    ``do_postprocessing`` is False.
+    A model maps a batch dict to the same dict with outputs added. What it
+    computes is said per call (``model(inputs, properties)``); the model keeps
+    no state between calls. It prepares the inputs that outputs are
+    differentiated by (positions for forces, a zero strain for stress) and
+    runs its postprocessors (float64 offset restoration). The rule for those:
+    on, unless the model is training; ``postprocess=`` overrides it per call
+    (the training task passes False, because its targets carry no offsets).
 
     Args:
-        postprocessors: transforms applied to the output dict in evaluation.
-        do_postprocessing: switch for the postprocessors.
+        postprocessors: transforms applied to the output dict.
+
+    Attributes:
+        metadata: plain data about the model (the model file's contents minus
+            the weights: format, versions, units, training metadata); empty
+            for a model built in this process.
     """
 
-    def __init__(self, postprocessors: Sequence[nn.Module] | None = None,
-                 do_postprocessing: bool = True) -> None:
+    def __init__(self, postprocessors: Sequence[nn.Module] | None = None) -> None:
         super().__init__()
         self.postprocessors = nn.ModuleList(postprocessors or [])
-        self.do_postprocessing = do_postprocessing
-        self.required_derivatives: list[str] = []
+        self.metadata: dict[str, Any] = {}
 
-    def collect_derivatives(self) -> list[str]:
-        """Union of the ``required_derivatives`` of all submodules (ordered)."""
-        keys: list[str] = []
-        for module in self.modules():
-            if module is self:
-                continue
-            for key in getattr(module, "required_derivatives", ()):
-                if key not in keys:
-                    keys.append(key)
-        self.required_derivatives = keys
-        return keys
+    @staticmethod
+    def initialize_derivatives(inputs: dict[str, torch.Tensor],
+                               keys: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Make the inputs named by ``keys`` require grad.
 
-    def initialize_derivatives(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Make the inputs that outputs are differentiated by require grad.
-
-        A zero ``strain`` (M, 3, 3) is created when stress is required.
+        A zero ``strain`` (M, 3, 3) is created when it is among the keys.
         """
-        for key in self.required_derivatives:
+        for key in keys:
             if key == P.strain:
                 n_structures = inputs[P.n_atoms].shape[0]
                 cell = inputs[P.cell]
@@ -60,12 +54,16 @@ class AtomisticModel(nn.Module):
                 inputs[key] = inputs[key].detach().requires_grad_()
         return inputs
 
-    def postprocess(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Apply the postprocessors (evaluation only)."""
-        if self.do_postprocessing and not self.training:
+    def postprocess(self, inputs: dict[str, torch.Tensor],
+                    postprocess: bool | None = None) -> dict[str, torch.Tensor]:
+        """Apply the postprocessors; ``postprocess=None`` means: unless training."""
+        if postprocess is None:
+            postprocess = not self.training
+        if postprocess:
             for pp in self.postprocessors:
                 inputs = pp(inputs)
         return inputs
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, inputs: dict[str, torch.Tensor], properties: Iterable[str] | None = None,
+                postprocess: bool | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError

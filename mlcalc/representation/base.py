@@ -18,15 +18,17 @@ class Representation(nn.Module):
     :meth:`_save_hyperparameters` so the model file can rebuild them; they
     read ``numbers``, ``Rij``, ``idx_i``, ``idx_j`` and write
     ``scalar_representation`` (N, F) (and, if equivariant,
-    ``vector_representation`` (N, 3, F)).
+    ``vector_representation`` (N, 3, F)). They say which pair-list form they
+    read in :attr:`pairs`; the model's input pipeline builds that form.
 
     Pair vectors arrive in float64 (the precision policy) and are cast to the
     network's dtype here, so gradients still flow back to float64 positions.
     """
 
     name: str = ""
-    #: The representation has a fused path for half lists (``properties.half_list``).
-    supports_fused: bool = False
+    #: Pair-list form read: ``"half"`` (each unordered pair once, standing for
+    #: both directions; what :mod:`mlcalc.kernels` ops take) or ``"full"``.
+    pairs: str = "half"
 
     def __init__(self, cutoff: float, n_rbf: int, radial_basis: str, cutoff_fn: str) -> None:
         super().__init__()

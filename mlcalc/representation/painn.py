@@ -16,12 +16,16 @@ from torch import nn
 
 from mlcalc import kernels
 from mlcalc import properties as P
-from mlcalc.nn import Dense, get_activation, scatter_add
+from mlcalc.nn import Dense, get_activation
 from mlcalc.representation.base import Representation
 
 
 class PaiNNMessage(nn.Module):
-    """Message step: Δq_i = Σ_j φ_s(q_j)∘W_s, Δμ_i = Σ_j (φ_vv(q_j)∘W_vv) μ_j + (φ_vs∘W_vs) r̂_ij."""
+    """Message step: Δq_i = Σ_j φ_s(q_j)∘W_s, Δμ_i = Σ_j (φ_vv(q_j)∘W_vv) μ_j + (φ_vs∘W_vs) r̂_ij.
+
+    Holds the context network φ = [φ_s | φ_vs | φ_vv]; the sum over pairs is
+    :func:`mlcalc.kernels.painn_message`.
+    """
 
     def __init__(self, n_atom_basis: int, activation) -> None:
         super().__init__()
@@ -30,15 +34,6 @@ class PaiNNMessage(nn.Module):
             Dense(n_atom_basis, n_atom_basis, activation=activation),
             Dense(n_atom_basis, 3 * n_atom_basis),
         )
-
-    def forward(self, q: torch.Tensor, mu: torch.Tensor, w_ij: torch.Tensor,
-                dir_ij: torch.Tensor, idx_i: torch.Tensor,
-                idx_j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n_atoms, F = q.shape[0], self.n_atom_basis
-        x = self.context_net(q)[idx_j] * w_ij[:, None, :]  # (E, 1, 3F)
-        dq, d_vs, d_vv = torch.split(x, F, dim=-1)  # each (E, 1, F)
-        dmu = d_vs * dir_ij[..., None] + d_vv * mu[idx_j]  # (E, 3, F)
-        return q + scatter_add(dq, idx_i, n_atoms), mu + scatter_add(dmu, idx_i, n_atoms)
 
 
 class PaiNNUpdate(nn.Module):
@@ -91,7 +86,6 @@ class PaiNN(Representation):
     """
 
     name = "painn"
-    supports_fused = True
 
     def __init__(self, n_atom_basis: int = 128, n_interactions: int = 3, cutoff: float = 5.0,
                  n_rbf: int = 20, radial_basis: str = "gaussian", cutoff_fn: str = "cosine",
@@ -117,26 +111,7 @@ class PaiNN(Representation):
         )
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if P.half_list in inputs:
-            return self._forward_fused(inputs)
-        idx_i, idx_j = inputs[P.idx_i], inputs[P.idx_j]
-        _, dir_ij, rbf, fcut = self.pair_geometry(inputs)
-        filters = self.filter_net(rbf) * fcut[:, None]  # (E, sets * 3F)
-        filters = torch.split(filters, 3 * self.n_atom_basis, dim=-1)
-
-        q = self.embedding(inputs[P.Z])[:, None, :]  # (N, 1, F)
-        mu = q.new_zeros((q.shape[0], 3, self.n_atom_basis))  # (N, 3, F)
-        for k in range(self.n_interactions):
-            b = k % len(self.messages)
-            w_ij = filters[k % len(filters)]
-            q, mu = self.messages[b](q, mu, w_ij, dir_ij, idx_i, idx_j)
-            q, mu = self.updates[b](q, mu)
-        inputs[P.scalar_representation] = q.squeeze(1)
-        inputs[P.vector_representation] = mu
-        return inputs
-
-    def _forward_fused(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The same function on a half list with the kernels of :mod:`mlcalc.kernels`.
+        """Features of every atom from a half neighbor list.
 
         The cutoff is folded into the filter layer, ``(rbf Aᵀ + c) f_cut =
         [rbf f_cut, f_cut] [Aᵀ; c]``, so the filters of all pairs come from

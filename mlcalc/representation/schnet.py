@@ -17,7 +17,7 @@ from torch import nn
 
 from mlcalc import kernels
 from mlcalc import properties as P
-from mlcalc.nn import Dense, get_activation, scatter_add
+from mlcalc.nn import Dense, get_activation
 from mlcalc.representation.base import Representation
 
 
@@ -35,12 +35,11 @@ class SchNetInteraction(nn.Module):
             Dense(n_atom_basis, n_atom_basis),
         )
 
-    def forward(self, x: torch.Tensor, rbf: torch.Tensor, fcut: torch.Tensor,
-                idx_i: torch.Tensor, idx_j: torch.Tensor) -> torch.Tensor:
-        """x (N, F), rbf (E, n_rbf), fcut (E,) -> update of x (N, F)."""
-        w = self.filter_net(rbf) * fcut[:, None]  # (E, n_filters)
-        messages = self.in2f(x)[idx_j] * w  # (E, n_filters)
-        return self.f2out(scatter_add(messages, idx_i, x.shape[0]))
+    def forward(self, x: torch.Tensor, w_ij: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                order: torch.Tensor, rowptr: torch.Tensor) -> torch.Tensor:
+        """x (N, F) and the filters w_ij (P, n_filters) of a half list -> update of x (N, F)."""
+        conv = kernels.cfconv(self.in2f(x), w_ij, a, b, order, rowptr)  # (N, n_filters)
+        return self.f2out(conv)
 
 
 class SchNet(Representation):
@@ -60,7 +59,6 @@ class SchNet(Representation):
     """
 
     name = "schnet"
-    supports_fused = True
 
     def __init__(self, n_atom_basis: int = 128, n_interactions: int = 3, cutoff: float = 5.0,
                  n_rbf: int = 20, radial_basis: str = "gaussian", cutoff_fn: str = "cosine",
@@ -81,31 +79,17 @@ class SchNet(Representation):
         self.n_interactions = n_interactions
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if P.half_list in inputs:
-            return self._forward_fused(inputs)
-        idx_i, idx_j = inputs[P.idx_i], inputs[P.idx_j]
-        _, _, rbf, fcut = self.pair_geometry(inputs)
-        x = self.embedding(inputs[P.Z])  # (N, F)
-        for k in range(self.n_interactions):
-            block = self.interactions[k % len(self.interactions)]
-            x = x + block(x, rbf, fcut, idx_i, idx_j)
-        inputs[P.scalar_representation] = x
-        return inputs
-
-    def _forward_fused(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The same function on a half list with the kernels of :mod:`mlcalc.kernels`.
+        """Features of every atom from a half neighbor list.
 
         Each filter is computed once per unordered pair and serves both directions.
         """
         a, b = inputs[P.idx_i], inputs[P.idx_j]
-        n_atoms = inputs[P.Z].shape[0]
-        order, rowptr = kernels.half_graph(a, b, n_atoms)
+        order, rowptr = kernels.half_graph(a, b, inputs[P.Z].shape[0])
         _, _, rbf, fcut = self.pair_geometry(inputs)  # (P, n_rbf), (P,)
         x = self.embedding(inputs[P.Z])  # (N, F)
         for k in range(self.n_interactions):
             block = self.interactions[k % len(self.interactions)]
             w_ij = block.filter_net(rbf) * fcut[:, None]  # (P, n_filters)
-            conv = kernels.cfconv(block.in2f(x), w_ij, a, b, order, rowptr)  # (N, n_filters)
-            x = x + block.f2out(conv)
+            x = x + block(x, w_ij, a, b, order, rowptr)
         inputs[P.scalar_representation] = x
         return inputs

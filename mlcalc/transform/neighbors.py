@@ -1,18 +1,25 @@
 """Neighbor lists: transforms adding the pairs within a cutoff to an input dict.
 
-Convention shared by every backend: the list is FULL (both i->j and j->i),
+Convention shared by every backend: the search gives a FULL list (both i->j and j->i),
 the pair vector is ``R[j] - R[i] + cell_shifts @ cell`` for the positions as
 given (they need not lie inside the cell), pairs with ``|Rij| < cutoff``
 (strict) are kept, the self pair (i == j, zero shift) is left out but an atom's
 own periodic images are included. Non-periodic directions are never
 replicated and their cell vectors may be zero. All backends return the same
-set of (i, j, shift) triples; only their order differs.
+set of (i, j, shift) triples; only their order differs. With ``half=True`` a
+neighbor list returns each unordered pair once (:func:`half_pairs`), the form
+mlcalc's representations read.
+
+Which backend makes a model's pairs on which device is part of the model
+(:class:`NeighborListSettings`, saved in the model file).
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,16 +108,19 @@ class NeighborList(Transform):
 
     Args:
         cutoff: pairs strictly shorter than this are listed, Å.
+        half: list each unordered pair once (:func:`half_pairs`) instead of
+            both directions.
     """
 
-    def __init__(self, cutoff: float) -> None:
+    def __init__(self, cutoff: float, half: bool = False) -> None:
         super().__init__()
         if not cutoff > 0:
             raise ValueError(f"the neighbor-list cutoff must be positive, got {cutoff}")
         self.cutoff = float(cutoff)
+        self.half = bool(half)
 
     def neighbor_pairs(self, positions: Tensor, cell: Tensor, pbc: Tensor) -> Pairs:
-        """Pairs of one structure.
+        """The full list of one structure (the backend's search).
 
         Args:
             positions: (N, 3) float64 positions, Å.
@@ -123,6 +133,11 @@ class NeighborList(Transform):
         """
         raise NotImplementedError
 
+    def pairs(self, positions: Tensor, cell: Tensor, pbc: Tensor) -> Pairs:
+        """Pairs of one structure in this list's form (half or full); see :meth:`neighbor_pairs`."""
+        pairs = self.neighbor_pairs(positions, cell, pbc)
+        return half_pairs(*pairs) if self.half else pairs
+
     def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """Return a shallow copy of ``inputs`` with the pair keys added.
 
@@ -131,7 +146,7 @@ class NeighborList(Transform):
         positions = inputs[P.R]
         cell = inputs[P.cell].reshape(3, 3)
         pbc = inputs[P.pbc].reshape(3)
-        idx_i, idx_j, shifts = self.neighbor_pairs(positions, cell, pbc)
+        idx_i, idx_j, shifts = self.pairs(positions, cell, pbc)
         out = dict(inputs)
         out[P.idx_i] = idx_i.long()
         out[P.idx_j] = idx_j.long()
@@ -139,7 +154,7 @@ class NeighborList(Transform):
         return out
 
     def extra_repr(self) -> str:
-        return f"cutoff={self.cutoff}"
+        return f"cutoff={self.cutoff}, half={self.half}"
 
 
 def _to_numpy(positions: Tensor, cell: Tensor, pbc: Tensor
@@ -195,10 +210,11 @@ class TorchNeighborList(NeighborList):
     Args:
         cutoff: Å.
         max_candidates: candidate pairs examined at once (bounds peak memory).
+        half: each unordered pair once.
     """
 
-    def __init__(self, cutoff: float, max_candidates: int = 1 << 22) -> None:
-        super().__init__(cutoff)
+    def __init__(self, cutoff: float, max_candidates: int = 1 << 22, half: bool = False) -> None:
+        super().__init__(cutoff, half)
         self.max_candidates = int(max_candidates)
 
     def neighbor_pairs(self, positions: Tensor, cell: Tensor, pbc: Tensor) -> Pairs:
@@ -227,8 +243,8 @@ class TorchClusterNeighborList(NeighborList):
     Needs the optional ``torch-cluster`` package (``pip install 'mlcalc[cluster]'``).
     """
 
-    def __init__(self, cutoff: float) -> None:
-        super().__init__(cutoff)
+    def __init__(self, cutoff: float, half: bool = False) -> None:
+        super().__init__(cutoff, half)
         _import_torch_cluster()  # fail at construction, not at the first structure
 
     def neighbor_pairs(self, positions: Tensor, cell: Tensor, pbc: Tensor) -> Pairs:
@@ -264,8 +280,53 @@ NEIGHBOR_LISTS: dict[str, type[NeighborList]] = {
 }
 
 
-def get_neighbor_list(name: str, cutoff: float, **kwargs: object) -> NeighborList:
-    """Build the backend registered as ``name`` with ``cutoff`` (Å) and options."""
+def get_neighbor_list(name: str, cutoff: float, half: bool = False,
+                      **kwargs: object) -> NeighborList:
+    """Build the backend registered as ``name`` with ``cutoff`` (Å), form and options."""
+    check_backend(name)
+    return NEIGHBOR_LISTS[name](cutoff, half=half, **kwargs)
+
+
+def check_backend(name: str) -> str:
+    """Return ``name`` if it is a registered backend, else raise with a did-you-mean."""
     if name not in NEIGHBOR_LISTS:
         raise unknown_name("neighbor list", name, NEIGHBOR_LISTS)
-    return NEIGHBOR_LISTS[name](cutoff, **kwargs)
+    return name
+
+
+@dataclass(frozen=True)
+class NeighborListSettings:
+    """Which backend makes a model's pairs, per device type (saved in ``model.pt``).
+
+    All backends give the same pairs, so the choice is one of speed: matscipy
+    (compiled cell list) on CPU, the pure-torch cell list on GPUs.
+
+    Attributes:
+        cpu: backend on CPU.
+        cuda: backend on CUDA (and any other accelerator).
+        training: the backend the model was trained with (recorded for the
+            record; None for a model not trained by ``mlcalc fit``).
+    """
+
+    cpu: str = "matscipy"
+    cuda: str = "torch"
+    training: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in (self.cpu, self.cuda, self.training):
+            if name is not None:
+                check_backend(name)
+
+    def backend(self, device: torch.device | str) -> str:
+        """The backend name for ``device``."""
+        return self.cpu if torch.device(device).type == "cpu" else self.cuda
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cpu": self.cpu, "cuda": self.cuda, "training": self.training}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> NeighborListSettings:
+        """From :meth:`to_dict` (keys of format-1 model files that are not settings are ignored)."""
+        d = d or {}
+        return cls(cpu=d.get("cpu", "matscipy"), cuda=d.get("cuda", "torch"),
+                   training=d.get("training"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mlcalc.transform.neighbors import NeighborList, half_pairs
+from mlcalc.transform.neighbors import NeighborList
 
 Pairs = tuple[Tensor, Tensor, Tensor]
 
@@ -24,19 +24,18 @@ class VerletNeighborList:
     """Stateful pair list for one evolving structure (MD, relaxation).
 
     Args:
-        neighbor_list: backend whose cutoff is the model cutoff + skin.
+        neighbor_list: the model's neighbor list at the model cutoff + skin;
+            its form (half or full list) is the form returned.
         cutoff: model cutoff in Å.
         skin: extra distance in Å (0: rebuild at every call).
         cell_tol: largest change of any cell element (Å) that is not a change.
-        half: return each unordered pair once (:func:`half_pairs`), for models
-            that take half lists (the fused kernels of :mod:`mlcalc.kernels`).
 
     Attributes:
         n_builds: number of full builds so far (for tests and benchmarks).
     """
 
     def __init__(self, neighbor_list: NeighborList, cutoff: float, skin: float,
-                 cell_tol: float = 1e-12, half: bool = False) -> None:
+                 cell_tol: float = 1e-12) -> None:
         if skin < 0:
             raise ValueError(f"skin must be >= 0, got {skin}")
         if abs(neighbor_list.cutoff - (cutoff + skin)) > 1e-12:
@@ -45,7 +44,6 @@ class VerletNeighborList:
         self.cutoff = float(cutoff)
         self.skin = float(skin)
         self.cell_tol = cell_tol
-        self.half = bool(half)
         self.n_builds = 0
         self._ref: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self._pairs: Pairs | None = None
@@ -88,17 +86,15 @@ class VerletNeighborList:
             numbers: (N,) int64 atomic numbers.
 
         Returns:
-            ``idx_i`` (E,), ``idx_j`` (E,), ``cell_shifts`` (E, 3) int64
-            (E/2 pairs with ``half``).
+            ``idx_i`` (E,), ``idx_j`` (E,), ``cell_shifts`` (E, 3) int64, in
+            the neighbor list's form.
         """
         jumps = None
         if self.skin > 0 and self._ref is not None and self._same_system(
                 positions, cell, pbc, numbers):
             jumps = self._image_offsets(positions, cell, pbc)
         if jumps is None:
-            self._pairs = self.neighbor_list.neighbor_pairs(positions, cell, pbc)
-            if self.half:
-                self._pairs = half_pairs(*self._pairs)
+            self._pairs = self.neighbor_list.pairs(positions, cell, pbc)
             self._ref = (positions.clone(), cell.clone(), pbc.clone(), numbers.clone())
             self.n_builds += 1
             if self.skin == 0:

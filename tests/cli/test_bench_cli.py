@@ -69,7 +69,7 @@ def test_bench_times_both_paths():
     result = run(*TINY, "--models", "painn", "--path", "fused,eager", "--no-stress",
                  "--no-training")
     assert result.exit_code == 0, result.output
-    expected = ["fused" if kernels.available() else "eager", "eager"]
+    expected = ["fused" if kernels.active("cpu") else "eager", "eager"]
     assert [r["path"] for r in table(result.output, "model")] == expected
     assert "## Training" not in result.output
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from mlcalc import properties as P
 from mlcalc.atomistic.pairs import PairVectors
 from mlcalc.cli.main import cli
-from mlcalc.model_io import save_model
+from mlcalc.model.io import save_model
 from mlcalc.simulate.check import inversion_site
 from tests.conftest import assert_one_line_error, tiny_model
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from mlcalc.cli.main import cli
 from mlcalc.data import ASEAtomsData
 from mlcalc.model import predict
-from mlcalc.model_io import load_model, save_model
+from mlcalc.model.io import load_model, save_model
 from tests.conftest import assert_one_line_error, tiny_model
 
 

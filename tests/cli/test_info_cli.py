@@ -6,7 +6,7 @@ import torch
 from click.testing import CliRunner
 
 from mlcalc.cli.main import cli
-from mlcalc.model_io import save_model
+from mlcalc.model.io import save_model
 from tests.conftest import assert_one_line_error, tiny_model
 
 METADATA = {
@@ -65,7 +65,9 @@ def test_odd_metadata_does_not_crash(tmp_path):
 def test_bundled_model_by_name():
     result = run("cu-emt")
     assert result.exit_code == 0, result.output
-    assert "elements        [29]" in result.output
+    assert "elements        Cu (29)" in result.output
+    assert "cutoff          4.5 Å" in result.output
+    assert "neighbor list   matscipy on CPU, torch on GPU" in result.output
 
 
 def test_bad_files_are_one_line_errors(tmp_path):

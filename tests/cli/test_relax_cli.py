@@ -10,7 +10,7 @@ from ase.build import bulk, molecule
 from click.testing import CliRunner
 
 from mlcalc.cli.main import cli
-from mlcalc.model_io import save_model
+from mlcalc.model.io import save_model
 from tests.conftest import assert_one_line_error, help_without_torch, tiny_model
 
 

@@ -7,20 +7,27 @@ import torch
 from ase.build import bulk
 
 from mlcalc import properties as P
-from mlcalc.exceptions import InvalidStructureError, MlcalcError, UnknownNameError
+from mlcalc.exceptions import MlcalcError, StressUndefinedError, UnknownNameError
 from mlcalc.model import NeuralNetworkPotential, atoms_to_batch, build_potential, predict
-from mlcalc.transform.neighbors import MatScipyNeighborList
 from tests.conftest import tiny_model
 
 
-def test_required_derivatives_follow_the_request():
+def test_required_derivatives_follow_the_properties_of_each_call():
     model = tiny_model("schnet")
-    model.request(["energy"])
-    assert model.required_derivatives == []
-    model.request(["energy", "forces"])
-    assert model.required_derivatives == [P.R]
-    model.request(["energy", "forces", "stress"])
-    assert model.required_derivatives == [P.R, P.strain]
+    assert model.required_derivatives(["energy"]) == []
+    assert model.required_derivatives(["energy", "forces"]) == [P.R]
+    assert model.required_derivatives(["energy", "forces", "stress"]) == [P.R, P.strain]
+
+
+def test_a_call_leaves_no_state_behind():
+    """What one call computes does not depend on what an earlier call asked."""
+    model = tiny_model("schnet")
+    atoms = bulk("Cu", cubic=True)
+    before = {k: v for k, v in vars(model).items() if not k.startswith("_")}
+    with_stress = model(atoms_to_batch([atoms], model), ["energy", "forces", "stress"])
+    plain = model(atoms_to_batch([atoms], model))
+    assert P.stress in with_stress and P.stress not in plain and P.forces in plain
+    assert {k: v for k, v in vars(model).items() if not k.startswith("_")} == before
 
 
 def test_energy_only_call_computes_no_derivatives():
@@ -31,35 +38,33 @@ def test_energy_only_call_computes_no_derivatives():
 
 def test_request_of_unknown_property_is_an_error():
     model = build_potential("schnet", n_atom_basis=8, n_interactions=1, forces=False)
+    batch = atoms_to_batch([bulk("Cu", cubic=True)], model)
     with pytest.raises(MlcalcError, match="cannot compute forces"):
-        model.request(["energy", "forces"])
+        model(batch, ["energy", "forces"])
 
 
-def test_postprocessors_skipped_in_training_and_switchable():
+def test_postprocessing_on_unless_training_and_switchable_per_call():
     model = build_potential("schnet", n_atom_basis=8, n_interactions=1,
                             offsets={"mean_per_atom": -10.0}, dtype="float64")
     atoms = bulk("Cu", cubic=True)
-    nl = MatScipyNeighborList(model.cutoff)
 
-    def energy() -> float:
-        model.request(["energy"])
-        return model(atoms_to_batch([atoms], nl))["energy"].item()
+    def energy(**kwargs) -> float:
+        return model(atoms_to_batch([atoms], model), ["energy"], **kwargs)["energy"].item()
 
     model.eval()
     e_eval = energy()
     model.train()
     e_train = energy()
     assert e_eval - e_train == pytest.approx(-40.0)
+    assert energy(postprocess=True) == pytest.approx(e_eval)
     model.eval()
-    model.do_postprocessing = False
-    assert energy() == pytest.approx(e_train)
+    assert energy(postprocess=False) == pytest.approx(e_train)
+    assert energy() == pytest.approx(e_eval)  # the switch was for that call only
 
 
-def test_training_mode_keeps_graph_for_force_loss():
+def test_training_mode_keeps_graph_for_force_loss(message_path):
     model = tiny_model("painn").train()
-    batch = atoms_to_batch([bulk("Cu", cubic=True)], MatScipyNeighborList(model.cutoff))
-    model.request(["energy", "forces"])
-    out = model(batch)
+    out = model(atoms_to_batch([bulk("Cu", cubic=True)], model), ["energy", "forces"])
     loss = out["forces"].pow(2).sum()
     loss.backward()
     assert model.representation.embedding.weight.grad is not None
@@ -80,11 +85,11 @@ def test_unknown_representation_suggests_a_name():
 
 
 def test_stress_of_non_periodic_structure_is_refused(molecule):
-    with pytest.raises(InvalidStructureError, match="periodic in all three directions"):
+    with pytest.raises(StressUndefinedError, match="periodic in all three directions"):
         predict(tiny_model("schnet"), molecule, ["stress"])
 
 
-def test_hessian_is_symmetric_and_matches_force_differences():
+def test_hessian_is_symmetric_and_matches_force_differences(message_path):
     model = tiny_model("schnet", torch.float64)
     atoms = bulk("Cu", cubic=True)
     atoms.rattle(0.05, seed=0)

@@ -7,7 +7,7 @@ import torch
 
 from mlcalc import load_model, save_model
 from mlcalc.exceptions import ModelFileError
-from mlcalc.model_io import FORMAT_VERSION, read_model_file
+from mlcalc.model.io import FORMAT_VERSION, read_model_file
 from tests.conftest import tiny_model
 
 
@@ -23,9 +23,13 @@ def test_file_holds_plain_data_and_loads_weights_only(saved):
     content = torch.load(path, weights_only=True)
     assert content["format"] == "mlcalc-model"
     assert content["format_version"] == FORMAT_VERSION
-    assert content["cutoff"] == model.cutoff
-    assert content["dtype"] == "float32"
-    assert content["config"]["representation"]["name"] == "painn"
+    config = content["config"]
+    assert config["representation"]["name"] == "painn"
+    assert config["representation"]["cutoff"] == model.cutoff
+    assert config["dtype"] == "float32"
+    for duplicate in ("cutoff", "dtype", "elements", "offsets"):  # each number stored once
+        assert duplicate not in content
+    assert content["neighbor_list"] == {"cpu": "matscipy", "cuda": "torch", "training": None}
     assert content["metadata"] == {"note": "test", "epochs": 3}
     assert set(content["state_dict"]) == set(model.state_dict())
     assert isinstance(content["mlcalc_version"], str)
@@ -35,7 +39,26 @@ def test_load_restores_dtype_and_allows_override(saved):
     _, path = saved
     assert load_model(path).dtype == torch.float32
     assert load_model(path, dtype="float64").dtype == torch.float64
-    assert load_model(path).file_info["metadata"]["epochs"] == 3
+    assert load_model(path).metadata["epochs"] == 3
+
+
+def test_format_1_files_still_load_with_the_same_numbers(tmp_path):
+    """The bundled model was written in format 1 (cutoff etc. repeated at the top)."""
+    from ase.build import bulk
+
+    from mlcalc.model import predict
+    from mlcalc.pretrained import resolve_model_path
+
+    old = resolve_model_path("cu-emt")
+    assert read_model_file(old)["format_version"] == 1
+    model = load_model(old)
+    resaved = load_model(save_model(model, tmp_path / "v2.pt"))
+    assert read_model_file(tmp_path / "v2.pt")["format_version"] == FORMAT_VERSION
+    atoms = bulk("Cu", cubic=True) * (2, 2, 2)
+    atoms.rattle(0.05, seed=0)
+    a, b = (predict(m, atoms, ["energy", "forces"])[0] for m in (model, resaved))
+    assert a["energy"] == b["energy"] and (a["forces"] == b["forces"]).all()
+    assert resaved.metadata == model.metadata and model.metadata["epochs"] == 60
 
 
 def test_missing_file(tmp_path):

@@ -7,9 +7,8 @@ import pytest
 import torch
 from ase.calculators.emt import EMT
 
-from mlcalc import kernels
 from mlcalc import testing as T
-from mlcalc.model import NeuralNetworkPotential, predict
+from mlcalc.model import predict
 from tests.conftest import DTYPES, tiny_model
 
 
@@ -18,29 +17,10 @@ def dtype(request) -> torch.dtype:
     return request.param
 
 
-@pytest.fixture(autouse=True, params=["eager", "fused"])
-def path(request, monkeypatch):
-    """Every check runs on the eager path and on the fused kernels (half lists)."""
-    if request.param == "fused" and not kernels.available():
-        pytest.skip("the fused kernels could not be built here")
-    if request.param == "eager":
-        monkeypatch.setattr(NeuralNetworkPotential, "accepts_half_list", lambda self: False)
-    calls = {"model": 0, "fused": 0}
-    forward, half_graph = NeuralNetworkPotential.forward, kernels.half_graph
-
-    def counting_forward(self, inputs):
-        calls["model"] += 1
-        return forward(self, inputs)
-
-    def counting_half_graph(*args):
-        calls["fused"] += 1
-        return half_graph(*args)
-
-    monkeypatch.setattr(NeuralNetworkPotential, "forward", counting_forward)
-    monkeypatch.setattr(kernels, "half_graph", counting_half_graph)
-    yield request.param
-    if calls["model"]:  # the path the test was meant to exercise is the one taken
-        assert (calls["fused"] > 0) == (request.param == "fused"), calls
+@pytest.fixture(autouse=True)
+def path(message_path):
+    """Every check runs on the fused kernels and on their torch reference."""
+    return message_path
 
 
 @pytest.mark.parametrize("structure", ["triclinic_cu", "molecule", "slab"])

@@ -10,11 +10,11 @@ from mlcalc import properties as P
 from mlcalc.atomistic import PairVectors
 from mlcalc.model import atoms_to_batch
 from mlcalc.representation import REPRESENTATIONS, PaiNN, SchNet, get_representation
-from mlcalc.transform.neighbors import MatScipyNeighborList
+from tests.conftest import tiny_model
 
 
 def _inputs(cutoff=4.0):
-    batch = atoms_to_batch([bulk("Cu", cubic=True)], MatScipyNeighborList(cutoff))
+    batch = atoms_to_batch([bulk("Cu", cubic=True)], tiny_model("schnet", cutoff=cutoff))
     return PairVectors()(batch)
 
 
@@ -41,10 +41,12 @@ def test_shared_interactions_reduce_parameters():
 def test_output_shapes(name):
     torch.manual_seed(0)
     rep = get_representation(name, n_atom_basis=8, n_interactions=2, cutoff=4.0).double()
+    assert rep.pairs in ("half", "full")
     out = rep(_inputs())
     assert out[P.scalar_representation].shape == (4, 8)
-    if name == "painn":
+    if P.vector_representation in out:
         assert out[P.vector_representation].shape == (4, 3, 8)
+    assert (P.vector_representation in out) == (name == "painn")
 
 
 def test_float32_network_casts_float64_pair_vectors():

@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from mlcalc.exceptions import MlcalcError
-from mlcalc.recipe import Recipe
+from mlcalc.train.recipe import Recipe
 
 UNITS = {"energy": "eV", "energy_per_atom": "eV/atom", "forces": "eV/Ang", "stress": "eV/Ang^3"}
 
@@ -74,15 +74,29 @@ def _prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool) -> Path | None
     return None
 
 
-def _data_module(recipe: Recipe, run_dir: Path):
-    from mlcalc.data import ASEAtomsData, AtomsDataModule
-    from mlcalc.transform import get_neighbor_list
+def _build_model(recipe: Recipe) -> torch.nn.Module:
+    """The untrained potential; elements from the data set, offsets set after the split."""
+    from mlcalc.data import ASEAtomsData
+    from mlcalc.model import build_potential
+    from mlcalc.transform.neighbors import NeighborListSettings
+
+    dataset = ASEAtomsData(recipe.data_path())
+    dataset.require(list(recipe.outputs))  # fails before training, naming the missing label
+    numbers = dataset.numbers_and_labels(range(len(dataset)), "energy")
+    elements = sorted({int(z) for zs, _ in numbers for z in zs.tolist()})
+    needs_forces = any(p in recipe.outputs for p in ("forces", "stress"))
+    return build_potential(recipe.model.representation, **recipe.model.hyperparameters,
+                           forces=needs_forces, elements=elements, dtype=recipe.model.dtype,
+                           neighbor_list=NeighborListSettings(
+                               training=recipe.model.neighbor_list))
+
+
+def _data_module(recipe: Recipe, run_dir: Path, model: torch.nn.Module):
+    """Data module whose transforms remove the offsets and build the model's own pairs."""
+    from mlcalc.data import AtomsDataModule
+    from mlcalc.model import model_neighbor_list
     from mlcalc.transform.offsets import RemoveOffsets
 
-    data_path = recipe.data_path()
-    dataset = ASEAtomsData(data_path)
-    props = list(recipe.outputs)
-    dataset.require(props)  # fails before training, naming the missing label
     transforms: list[torch.nn.Module] = []
     remove = None
     if recipe.offsets.mean or recipe.offsets.atomrefs != "none":
@@ -90,29 +104,17 @@ def _data_module(recipe: Recipe, run_dir: Path):
                                remove_atomrefs=recipe.offsets.atomrefs == "fit",
                                use_dataset_atomrefs=recipe.offsets.atomrefs == "dataset")
         transforms.append(remove)
-    cutoff = float(recipe.model.hyperparameters.get("cutoff", 5.0))
-    transforms.append(get_neighbor_list(recipe.model.neighbor_list, cutoff))
+    # the data loader builds pairs on CPU, with the backend the recipe names
+    transforms.append(model_neighbor_list(model, "cpu", backend=model.neighbor_list.training))
     split_file = Path(recipe.data.split_file) if recipe.data.split_file else run_dir / "split.npz"
     dm = AtomsDataModule(
-        data_path, batch_size=recipe.data.batch_size, num_train=recipe.data.num_train,
+        recipe.data_path(), batch_size=recipe.data.batch_size, num_train=recipe.data.num_train,
         num_val=recipe.data.num_val, num_test=recipe.data.num_test, split_file=split_file,
-        load_properties=props, transforms=transforms,
+        load_properties=list(recipe.outputs), transforms=transforms,
         val_batch_size=recipe.data.val_batch_size, test_batch_size=recipe.data.val_batch_size,
         num_workers=recipe.data.num_workers, seed=recipe.train.seed, cache=recipe.data.cache)
     dm.setup("fit")
     return dm, remove
-
-
-def _build_model(recipe: Recipe, dm, remove) -> torch.nn.Module:
-    from mlcalc.model import build_potential
-
-    numbers = dm.dataset.numbers_and_labels(range(len(dm.dataset)), "energy")
-    elements = sorted({int(z) for zs, _ in numbers for z in zs.tolist()})
-    needs_forces = any(p in recipe.outputs for p in ("forces", "stress"))
-    return build_potential(recipe.model.representation, **recipe.model.hyperparameters,
-                           forces=needs_forces, elements=elements,
-                           offsets=remove.offsets if remove is not None else None,
-                           dtype=recipe.model.dtype)
 
 
 def _callbacks(recipe: Recipe, run_dir: Path, progress: bool) -> list[Any]:
@@ -154,8 +156,8 @@ def fit(recipe: Recipe, output_dir: str | os.PathLike | None = None, resume: boo
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from mlcalc.allocator import keep_freed_memory
-    from mlcalc.model_io import save_model
-    from mlcalc.task import AtomisticTask, ModelOutput, NaNLossError
+    from mlcalc.model import save_model
+    from mlcalc.train.task import AtomisticTask, ModelOutput, NaNLossError
 
     keep_freed_memory()  # training steps allocate the same large tensors every batch
     run_dir = Path(output_dir or recipe.output_dir)
@@ -165,8 +167,10 @@ def fit(recipe: Recipe, output_dir: str | os.PathLike | None = None, resume: boo
         torch.set_num_threads(t.threads)
     pl.seed_everything(t.seed, workers=True, verbose=False)
 
-    dm, remove = _data_module(recipe, run_dir)
-    model = _build_model(recipe, dm, remove)
+    model = _build_model(recipe)
+    dm, remove = _data_module(recipe, run_dir, model)
+    if remove is not None:
+        model.set_offsets(remove.offsets)  # fitted on the training split by dm.setup
     outputs = [ModelOutput(name, spec.loss, spec.weight, spec.metrics, spec.per_atom)
                for name, spec in recipe.outputs.items()]
     task = AtomisticTask(model, outputs, optimizer=t.optimizer, lr=t.lr,
@@ -201,7 +205,6 @@ def fit(recipe: Recipe, output_dir: str | os.PathLike | None = None, resume: boo
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     task.load_state_dict(state)
     metrics = _test_metrics(trainer, task, dm) if len(dm.test_idx) else {}
-    model.do_postprocessing = True
     model.eval()
     data_path = recipe.data_path()
     metadata = {

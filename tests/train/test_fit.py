@@ -75,7 +75,7 @@ def test_fit_two_epochs_writes_a_usable_model(tmp_path, emt_db):
     tol = TOLERANCES[torch.float32]
     assert atoms.get_potential_energy() == pytest.approx(expected["energy"], abs=tol["energy"])
     np.testing.assert_allclose(atoms.get_forces(), expected["forces"], atol=tol["forces"])
-    info = calc.model.file_info["metadata"]
+    info = calc.model.metadata
     assert info["test_metrics"] == metrics and len(info["data_hash"]) == 64
     assert info["recipe"]["model"]["n_atom_basis"] == 12
     assert calc.elements == [29]
@@ -83,7 +83,7 @@ def test_fit_two_epochs_writes_a_usable_model(tmp_path, emt_db):
 
 def test_offsets_restored_exactly_in_float64(tmp_path, emt_db):
     from mlcalc import load_model
-    from mlcalc.model import predict
+    from mlcalc.model import atoms_to_batch, predict
 
     recipe = write_recipe(tmp_path, emt_db, train__max_epochs=1)
     assert run("fit", recipe, "--no-progress").exit_code == 0
@@ -93,8 +93,8 @@ def test_offsets_restored_exactly_in_float64(tmp_path, emt_db):
 
     atoms = ASEAtomsData(emt_db).get_atoms(3)
     with_offsets = predict(model, atoms, ["energy"])[0]["energy"]
-    model.do_postprocessing = False
-    bare = predict(model, atoms, ["energy"])[0]["energy"]
+    batch = atoms_to_batch([atoms], model)
+    bare = model(batch, ["energy"], postprocess=False)["energy"].item()
     offset = model.offsets.mean_per_atom * len(atoms)
     assert with_offsets == bare + offset  # float64 addition, bit for bit
 
@@ -103,7 +103,7 @@ def test_resume_after_interrupt_ends_at_same_epoch_with_same_split(tmp_path, emt
                                                                    monkeypatch):
     import pytorch_lightning as pl
 
-    import mlcalc.fit as fitmod
+    import mlcalc.train.fit as fitmod
 
     class Interrupt(pl.Callback):
         def on_train_epoch_start(self, trainer, module):
@@ -138,7 +138,7 @@ def test_resume_after_interrupt_ends_at_same_epoch_with_same_split(tmp_path, emt
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path, emt_db, monkeypatch):
     import pytorch_lightning as pl
 
-    import mlcalc.fit as fitmod
+    import mlcalc.train.fit as fitmod
 
     class Poison(pl.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):

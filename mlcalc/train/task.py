@@ -7,8 +7,8 @@ its loss, weight and metrics; the task sums the weighted losses, logs
 gradients on in validation and test so forces can be evaluated there.
 
 Targets carry their offsets removed (``RemoveOffsets`` in the data
-pipeline); the model's postprocessors are switched off while it is trained
-and evaluated here, and switched back on when it is saved.
+pipeline), so the task calls the model with ``postprocess=False`` in every
+split; the model itself is left as it was given.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import nn
 
 from mlcalc import properties as P
 from mlcalc.exceptions import MlcalcError
-from mlcalc.model import NeuralNetworkPotential
+from mlcalc.model.potential import NeuralNetworkPotential
 
 LOSSES = {"mse": nn.functional.mse_loss, "mae": nn.functional.l1_loss,
           "huber": nn.functional.huber_loss}
@@ -86,7 +86,8 @@ class AtomisticTask(pl.LightningModule):
     """Training of a potential on energies, forces and stress.
 
     Args:
-        model: the potential (its postprocessors are off during the task).
+        model: the potential (called without postprocessing: targets carry
+            no offsets).
         outputs: one :class:`ModelOutput` per trained property.
         optimizer: ``adam`` or ``adamw``.
         lr: learning rate.
@@ -105,9 +106,8 @@ class AtomisticTask(pl.LightningModule):
                  warmup_epochs: int = 0, min_lr: float = 1e-6, max_epochs: int = 100) -> None:
         super().__init__()
         self.model = model
-        self.model.do_postprocessing = False
         self.outputs = nn.ModuleList(outputs)
-        self.model.request([o.name for o in outputs])
+        self.properties = model.check_properties(o.name for o in outputs)
         self.optimizer_name = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
@@ -119,13 +119,14 @@ class AtomisticTask(pl.LightningModule):
         self.max_epochs = max_epochs
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.model(batch)
+        """The model's predictions of the trained properties (offsets not restored)."""
+        return self.model(batch, self.properties, postprocess=False)
 
     def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         # the model writes predictions under the label keys: keep the targets
         targets = {o.name: batch[o.name] for o in self.outputs}
         with torch.enable_grad():  # forces are derivatives, also in validation
-            pred = self.model(dict(batch))
+            pred = self(dict(batch))
         n_atoms = batch[P.n_atoms]
         per_atom_counts = n_atoms.to(torch.float64)
         total = torch.zeros((), dtype=torch.float64, device=n_atoms.device)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlcalc.task import AtomisticTask, ModelOutput
+from mlcalc.model import build_potential
+from mlcalc.train.task import AtomisticTask, ModelOutput
 from tests.conftest import tiny_model
 
 
@@ -57,10 +58,21 @@ def test_plateau_schedule_monitors_validation_loss():
                       torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
-def test_task_switches_postprocessing_off_and_requests_outputs():
-    model = tiny_model("painn")
+def test_task_calls_the_model_without_postprocessing_for_its_outputs():
+    from ase.build import bulk
+
+    from mlcalc.model import atoms_to_batch
+
+    model = build_potential("painn", n_atom_basis=8, n_interactions=1, dtype="float64",
+                            offsets={"mean_per_atom": -10.0})
     task = AtomisticTask(model, [ModelOutput("energy"), ModelOutput("forces"),
                                  ModelOutput("stress")])
-    assert model.do_postprocessing is False
-    assert model.required_derivatives == ["positions", "strain"]
+    assert task.properties == {"energy", "forces", "stress"}
+    batch = atoms_to_batch([bulk("Cu", cubic=True)], model)
+    model.eval()
+    out = task(dict(batch))
+    assert set(task.properties) <= set(out)
+    bare = model(dict(batch), ["energy"], postprocess=False)["energy"]
+    assert out["energy"].item() == bare.item()  # no offsets, although in eval mode
+    assert model(dict(batch), ["energy"])["energy"].item() == pytest.approx(bare.item() - 40)
     assert isinstance(task.configure_optimizers(), dict)

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from mlcalc import properties as P
 from mlcalc.exceptions import EnsembleError
-from mlcalc.model import NeuralNetworkPotential
+from mlcalc.model.potential import NeuralNetworkPotential
+from mlcalc.transform.neighbors import NeighborListSettings
 
 _STD_OF = {P.energy: P.energy_std, P.stress: P.stress_std}
+_SPREADS = (P.energy_std, P.forces_std, P.stress_std)
 
 
 class EnsemblePotential(nn.Module):
-    """Several potentials that share elements, cutoff and units.
+    """Several potentials that share elements, cutoff and pair-list form.
 
     ``forward`` runs every member on the same inputs and returns the members'
     mean for every requested property, plus ``energy_std`` (M,) eV,
@@ -40,8 +43,8 @@ class EnsemblePotential(nn.Module):
         first = members[0]
         for name, member in zip(names[1:], members[1:], strict=True):
             for what, a, b in (("cutoff", first.cutoff, member.cutoff),
-                               ("elements", first.elements, member.elements),
-                               ("units", _units(first), _units(member))):
+                               ("pair-list form", first.pairs, member.pairs),
+                               ("elements", first.elements, member.elements)):
                 if a != b:
                     raise EnsembleError(f"ensemble members disagree on {what}: {a} ({names[0]}) "
                                         f"vs {b} ({name})")
@@ -52,6 +55,14 @@ class EnsemblePotential(nn.Module):
         return self.members[0].cutoff
 
     @property
+    def pairs(self) -> str:
+        return self.members[0].pairs
+
+    @property
+    def neighbor_list(self) -> NeighborListSettings:
+        return self.members[0].neighbor_list
+
+    @property
     def elements(self) -> list[int] | None:
         return self.members[0].elements
 
@@ -60,25 +71,21 @@ class EnsemblePotential(nn.Module):
         return self.members[0].dtype
 
     @property
-    def required_derivatives(self) -> list[str]:
-        return self.members[0].required_derivatives
+    def metadata(self) -> dict[str, Any]:
+        return self.members[0].metadata
 
     @property
     def implemented_properties(self) -> list[str]:
-        return [*self.members[0].implemented_properties, P.energy_std, P.forces_std,
-                P.stress_std]
+        return [*self.members[0].implemented_properties, *_SPREADS]
 
-    def accepts_half_list(self) -> bool:
-        """Whether half lists make any member faster (the others expand them)."""
-        return any(m.accepts_half_list() for m in self.members)
+    def required_derivatives(self, properties: Iterable[str]) -> list[str]:
+        return self.members[0].required_derivatives(properties)
 
-    def request(self, properties: Iterable[str]) -> None:
-        props = [p for p in properties if p not in (P.energy_std, P.forces_std, P.stress_std)]
-        for m in self.members:
-            m.request(props)
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        outputs = [m(dict(inputs)) for m in self.members]
+    def forward(self, inputs: dict[str, torch.Tensor], properties: Iterable[str] | None = None,
+                postprocess: bool | None = None) -> dict[str, torch.Tensor]:
+        """Members' mean of every property, plus the spreads (see the class docstring)."""
+        props = None if properties is None else [p for p in properties if p not in _SPREADS]
+        outputs = [m(dict(inputs), props, postprocess) for m in self.members]
         keys = [k for k in (P.energy, P.energies, P.forces, P.stress, P.hessian) if k in outputs[0]]
         result = dict(outputs[-1])
         for key in keys:
@@ -90,7 +97,3 @@ class EnsemblePotential(nn.Module):
             elif key in _STD_OF:
                 result[_STD_OF[key]] = stacked.std(0, correction=0)
         return result
-
-
-def _units(model: nn.Module) -> dict | None:
-    return getattr(model, "file_info", {}).get("units")

@@ -10,8 +10,8 @@ from ase.calculators.lj import LennardJones
 
 from mlcalc import properties as P
 from mlcalc.data import ASEAtomsData
+from mlcalc.data.generate import emt_lattice_constant, generate_emt, generate_lj
 from mlcalc.exceptions import UnknownNameError
-from mlcalc.generate import emt_lattice_constant, generate_emt, generate_lj
 
 TINY = dict(n_structures=8, supercell=(1, 1, 1), temperatures_K=(300.0, 900.0))
 

@@ -10,20 +10,23 @@ format              ``"mlcalc-model"``
 format_version      integer, :data:`FORMAT_VERSION` for files written now
 mlcalc_version      version of mlcalc that wrote the file
 torch_version       version of torch that wrote the file
-config              architecture (:meth:`NeuralNetworkPotential.get_config`)
-cutoff              cutoff radius in Å
-neighbor_list       neighbor-list settings (cutoff, full list, backends)
-elements            atomic numbers the model was trained on (or None)
-offsets             ``mean_per_atom`` (eV) and ``atomrefs`` {Z: eV}
+config              architecture (:meth:`NeuralNetworkPotential.get_config`):
+                    representation name and hyperparameters (the cutoff in
+                    Å among them), output modules, postprocessors (the
+                    offsets: ``mean_per_atom`` eV, ``atomrefs`` {Z: eV}),
+                    elements, dtype (``float32`` or ``float64``)
+neighbor_list       backend per device type and the one used in training
+                    (:class:`~mlcalc.transform.neighbors.NeighborListSettings`)
 units               units of inputs and outputs (ASE's: eV, Å)
-dtype               ``float32`` or ``float64`` (network precision)
 metadata            training metadata (free-form plain data)
 state_dict          the weights
 ==================  ========================================================
 
-It is read with ``torch.load(weights_only=True)``, so loading never runs
-code, and the network is rebuilt from ``config`` so the file survives
-refactors of the code. Files from a newer format version are refused.
+Every number is stored once (format 1 also repeated cutoff, elements, offsets
+and dtype at the top level; such files are still read). The file is read
+with ``torch.load(weights_only=True)``, so loading never runs code, and the
+network is rebuilt from ``config`` so the file survives refactors of the
+code. Files from a newer format version are refused.
 """
 
 from __future__ import annotations
@@ -37,11 +40,12 @@ import numpy as np
 import torch
 
 from mlcalc import __version__
-from mlcalc.exceptions import ModelFileError
-from mlcalc.model.potential import DTYPES, NeuralNetworkPotential
+from mlcalc.exceptions import MlcalcError, ModelFileError
+from mlcalc.model.potential import DTYPES, NeuralNetworkPotential, dtype_name
+from mlcalc.transform.neighbors import NeighborListSettings
 
 FORMAT_NAME = "mlcalc-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 UNITS = {"energy": "eV", "length": "Ang", "forces": "eV/Ang", "stress": "eV/Ang^3"}
 
 
@@ -82,24 +86,19 @@ def save_model(model: NeuralNetworkPotential, path: str | os.PathLike,
     Args:
         model: the potential to save.
         path: destination (conventionally ``model.pt``).
-        metadata: training metadata (plain data: numbers, strings, lists, dicts).
+        metadata: training metadata (plain data: numbers, strings, lists,
+            dicts); default ``model.metadata``.
     """
     path = Path(path)
-    config = model.get_config()
     content = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "mlcalc_version": __version__,
         "torch_version": torch.__version__,
-        "config": config,
-        "cutoff": float(model.cutoff),
-        "neighbor_list": {"cutoff": float(model.cutoff), "full_list": True,
-                          "cpu": "matscipy", "cuda": "torch"},
-        "elements": model.elements,
-        "offsets": model.offsets.to_dict(),
+        "config": model.get_config(),
+        "neighbor_list": model.neighbor_list.to_dict(),
         "units": dict(UNITS),
-        "dtype": config["dtype"],
-        "metadata": metadata or {},
+        "metadata": model.metadata if metadata is None else metadata,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     content = _plain(content, "model")
@@ -142,7 +141,21 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: model format version {version} (written by mlcalc "
             f"{content.get('mlcalc_version', '?')}) is newer than this mlcalc reads "
             f"({FORMAT_VERSION}); upgrade mlcalc")
+    if content.get("units", UNITS) != UNITS:
+        raise ModelFileError(f"{path}: the model's units {content['units']} are not mlcalc's "
+                             f"{UNITS}")
     return content
+
+
+def summary(content: dict[str, Any]) -> dict[str, Any]:
+    """Cutoff (Å), dtype, elements, offsets and neighbor-list settings of a read model file."""
+    config = content["config"]
+    offsets = next((pp.get("offsets") for pp in config.get("postprocessors", [])
+                    if pp.get("name") == "add_offsets"), None)
+    return {"cutoff": float(config["representation"]["cutoff"]),
+            "dtype": config.get("dtype", "float32"), "elements": config.get("elements"),
+            "offsets": offsets or {"mean_per_atom": 0.0, "atomrefs": {}},
+            "neighbor_list": NeighborListSettings.from_dict(content.get("neighbor_list"))}
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -155,18 +168,19 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
         dtype: network precision; None keeps the file's (``float32`` or ``float64``).
 
     Returns:
-        The model; the file's plain data (minus weights) is in ``model.file_info``.
+        The model; the file's training metadata is in ``model.metadata``.
     """
     content = read_model_file(path)
     try:
-        model = NeuralNetworkPotential.from_config(content["config"])
+        model = NeuralNetworkPotential.from_config(
+            content["config"], NeighborListSettings.from_dict(content.get("neighbor_list")))
         model.load_state_dict(content["state_dict"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+    except (KeyError, TypeError, RuntimeError, ValueError, MlcalcError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(f"{path}: model file does not match its architecture: "
                              f"{first}") from None
     if dtype is not None:
-        dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+        dtype = DTYPES[dtype_name(dtype)]
         model = model.to(dtype)
-    model.file_info = {k: v for k, v in content.items() if k != "state_dict"}
+    model.metadata = dict(content.get("metadata") or {})
     return model.to(device).eval()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mlcalc.recipe import RecipeError, load_recipe, parse_recipe
+from mlcalc.train.recipe import RecipeError, load_recipe, parse_recipe
 
-RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
 
 
 def test_recipes_exist():

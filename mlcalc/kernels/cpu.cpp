@@ -1,4 +1,6 @@
 // mlcalc's fused message kernels for SchNet and PaiNN on CPU (forward and backward).
+// They are the CPU implementations of the custom ops defined in ops.py; nothing
+// else calls them.
 //
 // The pairs come as a half list: pair p joins atoms a[p] and b[p]; it stands for
 // two directed edges, e = p (i = a, j = b, direction +u_p) and e = p + P
@@ -94,53 +96,37 @@ torch::Tensor cfconv_forward(torch::Tensor x, torch::Tensor W, torch::Tensor a,
   return out;
 }
 
-// Backward in two passes that each write every output row once:
-//   pairs: gW_p = g_a x_b + g_b x_a          (both edges of the pair)
-//   atoms: gx_j = sum over edges i -> j of g_i W_p
-std::vector<torch::Tensor> cfconv_backward(torch::Tensor grad, torch::Tensor x, torch::Tensor W,
-                                           torch::Tensor a, torch::Tensor b, torch::Tensor order,
-                                           torch::Tensor rowptr) {
-  const int64_t N = x.size(0), F = x.size(1), P = a.numel();
-  check_graph(a, b, order, rowptr, N);
-  grad = grad.contiguous();
+// The pair product of two atom tensors, the filter gradient of cfconv:
+//   out_p = g_a x_b + g_b x_a                               (P, F)
+// (the gradient of cfconv with respect to x is cfconv(grad, W) itself, because
+// both edges of a pair share its filter; see mlcalc/kernels/ops.py).
+torch::Tensor pair_product(torch::Tensor g, torch::Tensor x, torch::Tensor a, torch::Tensor b) {
+  const int64_t F = x.size(1), P = a.numel();
+  TORCH_CHECK(a.dtype() == torch::kInt64 && b.dtype() == torch::kInt64 && a.is_contiguous() &&
+              b.is_contiguous(), "pair_product: index tensors must be contiguous int64");
+  TORCH_CHECK(g.sizes() == x.sizes() && b.numel() == P, "pair_product: shapes");
+  g = g.contiguous();
   x = x.contiguous();
-  W = W.contiguous();
-  auto gx = torch::zeros_like(x);
-  auto gW = torch::empty({P, F}, W.options());
-  dispatch_float(x.scalar_type(), "cfconv_backward", [&](auto tag) {
+  auto out = torch::empty({P, F}, x.options());
+  dispatch_float(x.scalar_type(), "pair_product", [&](auto tag) {
     using scalar_t = decltype(tag);
-    const scalar_t* __restrict gp = grad.data_ptr<scalar_t>();
+    const scalar_t* __restrict gp = g.data_ptr<scalar_t>();
     const scalar_t* __restrict xp = x.data_ptr<scalar_t>();
-    const scalar_t* __restrict wp = W.data_ptr<scalar_t>();
-    scalar_t* __restrict gxp = gx.data_ptr<scalar_t>();
-    scalar_t* __restrict gwp = gW.data_ptr<scalar_t>();
+    scalar_t* __restrict op = out.data_ptr<scalar_t>();
     const int64_t *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
-    const int64_t *ord = order.data_ptr<int64_t>(), *rp = rowptr.data_ptr<int64_t>();
     at::parallel_for(0, P, kPairGrain, [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         const scalar_t* __restrict ga = gp + ap[p] * F;
         const scalar_t* __restrict gb = gp + bp[p] * F;
         const scalar_t* __restrict xa = xp + ap[p] * F;
         const scalar_t* __restrict xb = xp + bp[p] * F;
-        scalar_t* __restrict gw = gwp + p * F;
+        scalar_t* __restrict o = op + p * F;
 #pragma omp simd
-        for (int64_t f = 0; f < F; ++f) gw[f] = ga[f] * xb[f] + gb[f] * xa[f];
-      }
-    });
-    at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t j = begin; j < end; ++j) {
-        scalar_t* __restrict gxj = gxp + j * F;
-        for (int64_t k = rp[j]; k < rp[j + 1]; ++k) {
-          const Edge er = edge(ord[k], P, ap, bp);  // an edge j -> i: er.src = i
-          const scalar_t* __restrict gi = gp + er.src * F;
-          const scalar_t* __restrict w = wp + er.p * F;
-#pragma omp simd
-          for (int64_t f = 0; f < F; ++f) gxj[f] += gi[f] * w[f];
-        }
+        for (int64_t f = 0; f < F; ++f) o[f] = ga[f] * xb[f] + gb[f] * xa[f];
       }
     });
   });
-  return {gx, gW};
+  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -329,7 +315,7 @@ std::vector<torch::Tensor> painn_message_backward(torch::Tensor gq, torch::Tenso
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cfconv_forward", &cfconv_forward, "SchNet cfconv forward (half list)");
-  m.def("cfconv_backward", &cfconv_backward, "SchNet cfconv backward (half list)");
+  m.def("pair_product", &pair_product, "g_a x_b + g_b x_a for every pair (half list)");
   m.def("painn_message_forward", &painn_message_forward, "PaiNN message forward (half list)");
   m.def("painn_message_backward", &painn_message_backward, "PaiNN message backward (half list)");
 }

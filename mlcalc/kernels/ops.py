@@ -1,0 +1,224 @@
+"""The message ops as ``torch.library`` custom ops.
+
+Every op works on a *half* neighbor list: pair ``p`` joins atoms ``a[p]`` and
+``b[p]`` and stands for both directed edges (centre ``a`` with source ``b`` and
+direction ``+u_p``, centre ``b`` with source ``a`` and direction ``-u_p``); the
+filter of a pair serves both. ``order`` and ``rowptr`` group the directed edges
+by centre atom (:func:`mlcalc.kernels.half_graph`) for implementations that
+gather per atom; the reference implementations do not need them.
+
+Each op has
+
+- a *reference* implementation in plain torch, registered for every device (it
+  is what runs where no kernel is registered, and the tests' reference),
+- a fake implementation (shapes only), so ``torch.compile`` traces through it,
+- a registered autograd formula written with the ops themselves, so every op
+  is differentiable to any order (a force loss in training, the Hessian);
+- device kernels, registered by :func:`register_cpu` (C++, ``cpu.cpp``). A CUDA
+  implementation is one more ``register_kernel("cuda", ...)`` per op here.
+
+The ops:
+
+``cfconv(x, W, ...)``          (N, F): ``out_i = Σ_edges W_p ∘ x_j`` (SchNet)
+``pair_product(g, x, ...)``    (P, F): ``g_a ∘ x_b + g_b ∘ x_a`` (its filter gradient)
+``painn_message(x, W, u, mu, ...)``  Δq (N, F), Δμ (N, 3, F) (PaiNN's message)
+``painn_message_backward(...)``      its vector-Jacobian product
+
+Since cfconv is linear in ``x`` and in ``W`` and both edges share ``W``, its
+gradients are ``cfconv(g, W)`` and ``pair_product(g, x)``, and those of
+``pair_product`` are again cfconvs. PaiNN's message is linear in each of ``x``,
+``W`` and (term by term) ``u`` and ``mu``, so the derivatives of its backward
+are forward and backward calls with one argument replaced by its tangent (see
+:func:`_painn_backward_backward`).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+from torch import Tensor
+from torch.library import custom_op
+
+# ---- reference implementations (plain torch, any device) --------------------
+
+
+def _cfconv_ref(x: Tensor, W: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    out = torch.zeros_like(x)
+    out.index_add_(0, a, W * x.index_select(0, b))
+    out.index_add_(0, b, W * x.index_select(0, a))
+    return out
+
+
+def _painn_ref(x: Tensor, W: Tensor, u: Tensor, mu: Tensor, a: Tensor,
+               b: Tensor) -> tuple[Tensor, Tensor]:
+    F = mu.shape[2]
+    dq = x.new_zeros((x.shape[0], F))
+    dmu = torch.zeros_like(mu)
+    for i, j, sign in ((a, b, 1.0), (b, a, -1.0)):
+        hs, hvs, hvv = (W * x.index_select(0, j)).split(F, dim=1)  # (P, F) each
+        dq.index_add_(0, i, hs)
+        dmu.index_add_(0, i, hvs[:, None, :] * (sign * u)[:, :, None]
+                       + hvv[:, None, :] * mu.index_select(0, j))  # (P, 3, F)
+    return dq, dmu
+
+
+def _painn_backward_ref(gq: Tensor, gmu: Tensor, x: Tensor, W: Tensor, u: Tensor, mu: Tensor,
+                        a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    F = mu.shape[2]
+    gx, gW, gu, gmu_in = (torch.zeros_like(t) for t in (x, W, u, mu))
+    for i, j, sign in ((a, b, 1.0), (b, a, -1.0)):
+        g_q, g_m = gq.index_select(0, i), gmu.index_select(0, i)  # (P, F), (P, 3, F)
+        xj, mj = x.index_select(0, j), mu.index_select(0, j)  # (P, 3F), (P, 3, F)
+        g_vs = (g_m * (sign * u)[:, :, None]).sum(1)  # (P, F)
+        g_vv = (g_m * mj).sum(1)  # (P, F)
+        g_h = torch.cat([g_q, g_vs, g_vv], dim=1)  # (P, 3F): gradient of W * x_j
+        gW += g_h * xj
+        gx.index_add_(0, j, g_h * W)
+        h = W * xj
+        gu += sign * (g_m * h[:, None, F:2 * F]).sum(2)  # (P, 3)
+        gmu_in.index_add_(0, j, g_m * h[:, None, 2 * F:])
+    return gx, gW, gu, gmu_in
+
+
+# ---- the ops (their default implementation is the reference) -----------------
+
+
+@custom_op("mlcalc::cfconv", mutates_args=())
+def cfconv(x: Tensor, W: Tensor, a: Tensor, b: Tensor, order: Tensor, rowptr: Tensor) -> Tensor:
+    """SchNet's convolution: x (N, F), W (P, F) -> (N, F)."""
+    return _cfconv_ref(x, W, a, b)
+
+
+@custom_op("mlcalc::pair_product", mutates_args=())
+def pair_product(g: Tensor, x: Tensor, a: Tensor, b: Tensor, order: Tensor,
+                 rowptr: Tensor) -> Tensor:
+    """``g_a ∘ x_b + g_b ∘ x_a`` for every pair: g, x (N, F) -> (P, F)."""
+    return g.index_select(0, a) * x.index_select(0, b) + g.index_select(0, b) * x.index_select(
+        0, a)
+
+
+@custom_op("mlcalc::painn_message", mutates_args=())
+def painn_message(x: Tensor, W: Tensor, u: Tensor, mu: Tensor, a: Tensor, b: Tensor,
+                  order: Tensor, rowptr: Tensor) -> tuple[Tensor, Tensor]:
+    """PaiNN's message: x (N, 3F), W (P, 3F), u (P, 3), mu (N, 3, F) -> Δq, Δμ."""
+    return _painn_ref(x, W, u, mu, a, b)
+
+
+@custom_op("mlcalc::painn_message_backward", mutates_args=())
+def painn_message_backward(gq: Tensor, gmu: Tensor, x: Tensor, W: Tensor, u: Tensor, mu: Tensor,
+                           a: Tensor, b: Tensor, order: Tensor,
+                           rowptr: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of :func:`painn_message` for x, W, u and mu given those of Δq, Δμ."""
+    return _painn_backward_ref(gq, gmu, x, W, u, mu, a, b)
+
+
+OPS = (cfconv, pair_product, painn_message, painn_message_backward)
+
+
+@cfconv.register_fake
+def _(x, W, a, b, order, rowptr):
+    return torch.empty_like(x)
+
+
+@pair_product.register_fake
+def _(g, x, a, b, order, rowptr):
+    return x.new_empty((a.shape[0], x.shape[1]))
+
+
+@painn_message.register_fake
+def _(x, W, u, mu, a, b, order, rowptr):
+    return x.new_empty((x.shape[0], mu.shape[2])), torch.empty_like(mu)
+
+
+@painn_message_backward.register_fake
+def _(gq, gmu, x, W, u, mu, a, b, order, rowptr):
+    return torch.empty_like(x), torch.empty_like(W), torch.empty_like(u), torch.empty_like(mu)
+
+
+# ---- autograd ------------------------------------------------------------------
+
+
+def _save_all(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _cfconv_backward(ctx, grad):
+    x, W, a, b, order, rowptr = ctx.saved_tensors
+    gx = cfconv(grad, W, a, b, order, rowptr) if ctx.needs_input_grad[0] else None
+    gW = pair_product(grad, x, a, b, order, rowptr) if ctx.needs_input_grad[1] else None
+    return gx, gW, None, None, None, None
+
+
+def _pair_product_backward(ctx, grad):
+    g, x, a, b, order, rowptr = ctx.saved_tensors
+    gg = cfconv(x, grad, a, b, order, rowptr) if ctx.needs_input_grad[0] else None
+    gx = cfconv(g, grad, a, b, order, rowptr) if ctx.needs_input_grad[1] else None
+    return gg, gx, None, None, None, None
+
+
+def _painn_backward(ctx, gq, gmu):
+    x, W, u, mu, a, b, order, rowptr = ctx.saved_tensors
+    if gq is None:
+        gq = x.new_zeros((x.shape[0], mu.shape[2]))
+    if gmu is None:
+        gmu = torch.zeros_like(mu)
+    gx, gW, gu, gmu_in = painn_message_backward(gq, gmu, x, W, u, mu, a, b, order, rowptr)
+    return gx, gW, gu, gmu_in, None, None, None, None
+
+
+def _painn_backward_backward(ctx, vx, vW, vu, vmu):
+    """Derivatives of s = <v, B(g; x, W, u, mu)>, B the message's backward.
+
+    With f the message and J its Jacobian, ∂s/∂g = J v, the directional
+    derivative of f; f is linear in x, in W, and in (u, mu) term by term, so
+    J v = f(vx, W, u, mu) + f(x, vW, u, mu) + f(x₀, W, vu, vmu) with x₀ = x
+    whose scalar part is zeroed (it feeds neither the u nor the mu term). The
+    derivatives of s for x, W, u, mu are backward calls on those same terms,
+    each giving the slots that its tangent did not replace.
+    """
+    gq, gmu, x, W, u, mu, a, b, order, rowptr = ctx.saved_tensors
+    F = mu.shape[2]
+    graph = (a, b, order, rowptr)
+    d_gq, d_gmu = torch.zeros_like(gq), torch.zeros_like(gmu)
+    d_x, d_W, d_u, d_mu = (torch.zeros_like(t) for t in (x, W, u, mu))
+    if vx is not None:
+        jq, jm = painn_message(vx, W, u, mu, *graph)
+        _, bW, bu, bmu = painn_message_backward(gq, gmu, vx, W, u, mu, *graph)
+        d_gq, d_gmu, d_W, d_u, d_mu = d_gq + jq, d_gmu + jm, d_W + bW, d_u + bu, d_mu + bmu
+    if vW is not None:
+        jq, jm = painn_message(x, vW, u, mu, *graph)
+        bx, _, bu, bmu = painn_message_backward(gq, gmu, x, vW, u, mu, *graph)
+        d_gq, d_gmu, d_x, d_u, d_mu = d_gq + jq, d_gmu + jm, d_x + bx, d_u + bu, d_mu + bmu
+    if vu is not None or vmu is not None:
+        vu = torch.zeros_like(u) if vu is None else vu
+        vmu = torch.zeros_like(mu) if vmu is None else vmu
+        x0 = torch.cat([torch.zeros_like(x[:, :F]), x[:, F:]], dim=1)
+        _, jm = painn_message(x0, W, vu, vmu, *graph)
+        bx, bW, _, _ = painn_message_backward(gq, gmu, x0, W, vu, vmu, *graph)
+        bx = torch.cat([torch.zeros_like(bx[:, :F]), bx[:, F:]], dim=1)
+        d_gmu, d_x, d_W = d_gmu + jm, d_x + bx, d_W + bW
+    return d_gq, d_gmu, d_x, d_W, d_u, d_mu, None, None, None, None
+
+
+cfconv.register_autograd(_cfconv_backward, setup_context=_save_all)
+pair_product.register_autograd(_pair_product_backward, setup_context=_save_all)
+painn_message.register_autograd(_painn_backward, setup_context=_save_all)
+painn_message_backward.register_autograd(_painn_backward_backward, setup_context=_save_all)
+
+
+# ---- device kernels --------------------------------------------------------------
+
+
+def register_cpu(library: ModuleType) -> None:
+    """Register the compiled C++ functions of ``library`` as the ops' CPU kernels."""
+    cfconv.register_kernel("cpu", lambda x, W, a, b, order, rowptr:
+                           library.cfconv_forward(x, W, a, b, order, rowptr))
+    pair_product.register_kernel("cpu", lambda g, x, a, b, order, rowptr:
+                                 library.pair_product(g, x, a, b))
+    painn_message.register_kernel(
+        "cpu", lambda x, W, u, mu, a, b, order, rowptr:
+        tuple(library.painn_message_forward(x, W, u, mu, a, b, order, rowptr)))
+    painn_message_backward.register_kernel(
+        "cpu", lambda gq, gmu, x, W, u, mu, a, b, order, rowptr:
+        tuple(library.painn_message_backward(gq, gmu, x, W, u, mu, a, b, order, rowptr)))
