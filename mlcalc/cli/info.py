@@ -69,9 +69,9 @@ def info(model: str) -> None:
     precision and, when stored, training metrics."""
     from pathlib import Path
 
-    from mlcalc.exceptions import MlcalcError
     from ase.data import chemical_symbols
 
+    from mlcalc.exceptions import MlcalcError
     from mlcalc.model.io import read_model_file, summary
     from mlcalc.pretrained import bundled_models
 

@@ -14,8 +14,8 @@ import sys
 import click
 
 from mlcalc.cli.common import device_option, dtype_option, one_line_errors, threads_option
+from mlcalc.simulate.md_settings import BAROSTATS, ENSEMBLES, UNCERTAINTY_ACTIONS, MDSettings
 
-ENSEMBLE_NAMES = ("nve", "nvt-langevin", "nvt-bussi", "nvt-nose-hoover", "npt")
 EXIT_UNCERTAINTY = 3
 EXIT_INTERRUPTED = 130
 
@@ -52,7 +52,7 @@ class _ProgressBar:
 @dtype_option
 @threads_option
 @click.option("--ensemble", default="nvt-langevin", show_default=True,
-              help="nve, nvt-langevin, nvt-bussi, nvt-nose-hoover or npt.")
+              help=", ".join(ENSEMBLES) + ".")
 @click.option("--temperature-K", "temperature_K", type=float, default=300.0, show_default=True,
               help="Target temperature and of the initial velocities, K.")
 @click.option("--timestep-fs", type=float, default=1.0, show_default=True, help="Time step, fs.")
@@ -64,7 +64,7 @@ class _ProgressBar:
               help="Thermostat time constant (Bussi, Nose-Hoover, NPT), fs.")
 @click.option("--pdamp-fs", type=float, default=1000.0, show_default=True,
               help="Barostat time constant (NPT), fs.")
-@click.option("--barostat", type=click.Choice(["mtk", "berendsen"]), default="mtk",
+@click.option("--barostat", type=click.Choice(BAROSTATS), default="mtk",
               show_default=True, help="NPT barostat: isotropic MTK or Berendsen.")
 @click.option("--steps", type=int, default=1000, show_default=True, help="Steps to run.")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -80,7 +80,7 @@ class _ProgressBar:
               help="Continue from the last frame of PREFIX's trajectory and append.")
 @click.option("--uncertainty-threshold", type=float, default=None,
               help="Ensembles: max per-atom forces_std (eV/Å) that stops or is recorded.")
-@click.option("--on-uncertainty", type=click.Choice(["stop", "record"]), default="stop",
+@click.option("--on-uncertainty", type=click.Choice(UNCERTAINTY_ACTIONS), default="stop",
               show_default=True, help="What to do when the threshold is exceeded.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @one_line_errors
@@ -91,35 +91,36 @@ def md(structure: str, models: tuple[str, ...], device: str, dtype: str | None,
        restart: bool, uncertainty_threshold: float | None, on_uncertainty: str,
        no_progress: bool) -> None:
     """Run molecular dynamics of STRUCTURE (any file ase.io reads) with MODEL."""
-    from mlcalc.exceptions import unknown_name
+    # every option is checked before a structure is read or a model loaded
+    settings = MDSettings(
+        ensemble=ensemble, steps=steps, timestep_fs=timestep_fs, temperature_K=temperature_K,
+        pressure_GPa=pressure_GPa, friction_per_fs=friction_per_fs, tdamp_fs=tdamp_fs,
+        pdamp_fs=pdamp_fs, barostat=barostat, seed=seed, interval=interval,
+        uncertainty_threshold=uncertainty_threshold, on_uncertainty=on_uncertainty)
+    if uncertainty_threshold is not None and len(models) < 2:
+        from mlcalc.simulate.md_settings import MDError
 
-    # checked before loading anything, so a typo fails instantly
-    if ensemble not in ENSEMBLE_NAMES:
-        raise unknown_name("ensemble", ensemble, ENSEMBLE_NAMES)
+        raise MDError("--uncertainty-threshold needs an ensemble of models (repeat -m)")
 
     from mlcalc.cli.common import make_calculator, read_structure
     from mlcalc.simulate.md import run_md
 
     atoms = read_structure(structure)
-    if ensemble == "npt" and not atoms.pbc.all():
-        from mlcalc.exceptions import InvalidStructureError
-
-        raise InvalidStructureError(f"{structure}: npt needs a structure periodic in all three "
-                                    f"directions (pbc={atoms.pbc.tolist()})")
-    spec = list(models) if len(models) > 1 else models[0]
-    calc = make_calculator(spec, device, dtype, threads)
+    settings.check_structure(atoms)
+    calc = make_calculator(list(models) if len(models) > 1 else models[0], device, dtype,
+                           threads)
     progress = None if no_progress else _ProgressBar()
     try:
-        summary = run_md(
-            atoms, calc, ensemble=ensemble, steps=steps, timestep_fs=timestep_fs,
-            temperature_K=temperature_K, pressure_GPa=pressure_GPa,
-            friction_per_fs=friction_per_fs, tdamp_fs=tdamp_fs, pdamp_fs=pdamp_fs,
-            barostat=barostat, seed=seed, trajectory=f"{prefix}.{fmt}", interval=interval,
-            log=f"{prefix}.csv", restart=restart, uncertainty_threshold=uncertainty_threshold,
-            on_uncertainty=on_uncertainty, progress=progress)
+        summary = run_md(atoms, calc, settings, trajectory=f"{prefix}.{fmt}",
+                         log=f"{prefix}.csv", restart=restart, progress=progress)
     finally:
         if progress is not None:
             progress.close()
+    _report(summary, uncertainty_threshold)
+
+
+def _report(summary, uncertainty_threshold: float | None) -> None:
+    """One line on what the run did; exit 130 if interrupted, 3 on the uncertainty stop."""
     files = (f"{summary.trajectory}, {summary.log}, {summary.final_structure}, "
              f"{summary.plot}")
     if summary.stopped == "interrupted":

@@ -240,11 +240,6 @@ def run_phonons(atoms: Atoms, calc: BaseCalculator, supercell=None,
         InvalidStructureError: not a fully periodic 3D structure.
         ValueError: bad supercell, band path or displacement.
     """
-    from phonopy import Phonopy
-    from phonopy.phonon.band_structure import get_band_qpoints_and_path_connections
-    from phonopy.structure.atoms import PhonopyAtoms
-    from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
-
     check_periodic(atoms)
     if not displacement > 0:
         raise ValueError(f"displacement must be > 0 Å, got {displacement}")
@@ -252,6 +247,27 @@ def run_phonons(atoms: Atoms, calc: BaseCalculator, supercell=None,
     if relax_first:
         _relax(atoms, calc, relax_fmax, steps=1000)
     matrix = _supercell_matrix(atoms, supercell, min_length)
+    ph, n_displacements = _force_constants(atoms, calc, matrix, displacement, batch_size,
+                                           symprec)
+    result = _spectra(ph, atoms, matrix, n_displacements, mesh, temperatures_K, band_path,
+                      band_npoints)
+    if result.has_imaginary_modes:
+        warnings.warn("imaginary phonon modes away from Γ: lowest frequency "
+                      f"{result.min_frequency_off_gamma_THz:.3f} THz (the structure is "
+                      "dynamically unstable or not at a minimum)", ImaginaryModesWarning,
+                      stacklevel=2)
+    if output_dir is not None:
+        result.files = write_outputs(result, output_dir)
+    return result
+
+
+def _force_constants(atoms: Atoms, calc: BaseCalculator, matrix: np.ndarray,
+                     displacement: float, batch_size: int, symprec: float):
+    """Phonopy object with symmetrised force constants from displaced supercells."""
+    from phonopy import Phonopy
+    from phonopy.structure.atoms import PhonopyAtoms
+    from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
+
     # ASE's masses, so a user's custom masses (isotopes) are respected.
     unitcell = PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=atoms.cell.array,
                             scaled_positions=atoms.get_scaled_positions(),
@@ -269,6 +285,14 @@ def run_phonons(atoms: Atoms, calc: BaseCalculator, supercell=None,
     ph.forces = _forces(supercells, calc, batch_size)
     ph.produce_force_constants()
     ph.symmetrize_force_constants()  # translational (acoustic sum rule) + permutation
+    return ph, len(supercells)
+
+
+def _spectra(ph, atoms: Atoms, matrix: np.ndarray, n_displacements: int,
+             mesh: Sequence[int] | float, temperatures_K: Sequence[float],
+             band_path: str | None, band_npoints: int) -> PhononResult:
+    """Band structure, DOS and thermal properties from the force constants."""
+    from phonopy.phonon.band_structure import get_band_qpoints_and_path_connections
 
     paths, labels = _band_path(ph.primitive.cell, band_path)
     qpaths, connections = get_band_qpoints_and_path_connections(
@@ -282,13 +306,12 @@ def run_phonons(atoms: Atoms, calc: BaseCalculator, supercell=None,
     ph.run_thermal_properties(temperatures=np.asarray(temperatures_K, dtype=float),
                               exclude_gamma_acoustic=True)
     thermal = ph.thermal_properties
-
     band_q = np.concatenate(bands.qpoints)
     band_f = np.concatenate(bands.frequencies)
     mesh_q, mesh_f = ph.mesh.qpoints, ph.mesh.frequencies
     min_off = min(_min_off_gamma(band_q, band_f), _min_off_gamma(mesh_q, mesh_f))
-    result = PhononResult(
-        phonopy=ph, atoms=atoms, supercell_matrix=matrix, n_displacements=len(supercells),
+    return PhononResult(
+        phonopy=ph, atoms=atoms, supercell_matrix=matrix, n_displacements=n_displacements,
         band_distances=list(bands.distances), band_frequencies=list(bands.frequencies),
         band_ticks=_ticks(list(bands.distances), labels),
         dos_frequencies_THz=ph.total_dos.frequency_points, dos=ph.total_dos.dos,
@@ -297,13 +320,6 @@ def run_phonons(atoms: Atoms, calc: BaseCalculator, supercell=None,
         min_frequency_THz=float(min(band_f.min(), mesh_f.min())),
         min_frequency_off_gamma_THz=min_off,
         has_imaginary_modes=min_off < IMAGINARY_THRESHOLD_THZ)
-    if result.has_imaginary_modes:
-        warnings.warn(f"imaginary phonon modes away from Γ: lowest frequency {min_off:.3f} THz "
-                      "(the structure is dynamically unstable or not at a minimum)",
-                      ImaginaryModesWarning, stacklevel=2)
-    if output_dir is not None:
-        result.files = write_outputs(result, output_dir)
-    return result
 
 
 def write_outputs(result: PhononResult, output_dir: str | os.PathLike) -> dict[str, Path]:

@@ -127,3 +127,17 @@ def test_uncertainty_threshold_with_one_model(setup, tmp_path):
     model, structure = setup
     assert_one_line_error(run(structure, "-m", model, "--uncertainty-threshold", 0.1,
                               "-o", tmp_path / "u"), "ensemble of models")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--steps", "-1"], "steps >= 0"),
+    (["--timestep-fs", "0"], "timestep_fs must be > 0"),
+    (["--ensemble", "nvt-busi"], "did you mean 'nvt-bussi'"),
+    (["--uncertainty-threshold", "0.1"], "needs an ensemble of models"),
+])
+def test_options_are_checked_before_the_structure_and_the_model(tmp_path, args, fragment):
+    """A bad option is named even though neither the structure nor the model exists:
+    nothing was read or loaded first."""
+    result = CliRunner().invoke(cli, ["md", str(tmp_path / "missing.xyz"), "-m",
+                                      str(tmp_path / "missing.pt"), *args])
+    assert_one_line_error(result, fragment)

@@ -243,3 +243,23 @@ def test_uncertainty_record_keeps_running(tmp_path):
 def test_uncertainty_threshold_needs_an_ensemble(tmp_path):
     with pytest.raises(MDError, match="ensemble of models"):
         run_md(cu32(), tiny_calc(), steps=2, uncertainty_threshold=0.1, **files(tmp_path))
+
+
+def test_settings_are_checked_when_made_and_shared_with_run_md(tmp_path):
+    from mlcalc.simulate.md_settings import MDSettings
+
+    with pytest.raises(MDError, match="timestep_fs must be > 0"):
+        MDSettings(timestep_fs=0)
+    with pytest.raises(MDError, match="steps >= 0"):
+        MDSettings(steps=-1)
+    with pytest.raises(UnknownNameError, match="did you mean 'nvt-bussi'"):
+        MDSettings(ensemble="nvt-busi")
+    settings = MDSettings(ensemble="nve", steps=6, interval=3, seed=1)
+    a, b = cu32(), cu32()
+    first = run_md(a, tiny_calc(), settings, **files(tmp_path, "a"))
+    second = run_md(b, tiny_calc(), ensemble="nve", steps=6, interval=3, seed=1,
+                    **files(tmp_path, "b"))
+    assert first.steps == second.steps == 6
+    assert np.array_equal(a.positions, b.positions)  # same options, same run
+    shorter = run_md(cu32(), tiny_calc(), settings, steps=3, **files(tmp_path, "c"))
+    assert shorter.steps == 3  # keyword options replace fields of the settings
