@@ -194,6 +194,17 @@ def test_calculate_many_equals_one_by_one(model32, molecule):
         # results are attached: no new evaluation
         np.testing.assert_array_equal(atoms.get_forces(), res["forces"])
         assert atoms.calc.n_model_calls == calls
+    # each structure has its own calculator: only the (read-only) model is shared
+    calcs = [a.calc for a in structures]
+    assert len({id(c) for c in calcs} | {id(calc)}) == len(structures) + 1
+    for other in calcs:
+        assert other.model is calc.model
+        assert other.verlet is not calc.verlet and other.timings is not calc.timings
+    moved = structures[0]
+    moved.positions[0, 0] += 0.05
+    moved.get_forces()  # a new evaluation on its own calculator
+    assert calcs[0].n_model_calls == 1 and calcs[1].n_model_calls == 0
+    assert calc.timings["model"] == 0.0 and calc.verlet.n_builds == 0
 
 
 def test_ensemble_mean_and_std(model64, model32, tmp_path):
@@ -300,6 +311,26 @@ def test_threads_respect_omp_num_threads(model32, monkeypatch):
         assert MLCalculator(model32, threads=1).threads == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_get_hessian_is_the_analytic_hessian_in_ase_layout(model64):
+    from ase.vibrations import VibrationsData
+
+    atoms = bulk("Cu", cubic=True)
+    atoms.rattle(0.02, seed=0)
+    atoms.calc = MLCalculator(model64)
+    hess = atoms.calc.get_hessian(atoms)
+    assert hess.shape == (12, 12) and hess.dtype == np.float64
+    np.testing.assert_array_equal(hess, atoms.calc.get_property("hessian", atoms))
+    eps = 1e-5  # column 3a + i is -dF/dR_ai
+    moved = [atoms.copy() for _ in range(2)]
+    for sign, m in zip((1, -1), moved, strict=True):
+        m.positions[2, 1] += sign * eps
+        m.calc = MLCalculator(model64)
+    numeric = -(moved[0].get_forces() - moved[1].get_forces()).reshape(-1) / (2 * eps)
+    assert np.abs(hess[:, 3 * 2 + 1] - numeric).max() < 1e-6
+    energies = VibrationsData.from_2d(atoms, hess).get_energies()
+    assert len(energies) == 12
 
 
 def test_hessian_on_request(model64):
