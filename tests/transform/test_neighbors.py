@@ -21,7 +21,8 @@ from mlcalc.transform import (
 
 Structure = tuple[np.ndarray, np.ndarray, np.ndarray, float]  # positions, cell, pbc, cutoff
 
-BACKENDS = ["matscipy", "torch", "torch_cluster"]
+#: Every registered backend but ASE's, which is the reference they are compared with.
+BACKENDS = [name for name in NEIGHBOR_LISTS if name != "ase"]
 
 
 def _cu_bulk() -> Structure:
@@ -219,8 +220,20 @@ def test_forward_adds_int64_keys() -> None:
     assert out[P.cell_shifts].shape == (len(out[P.idx_i]), 3)
 
 
+@pytest.mark.parametrize("name", list(STRUCTURES))
+def test_half_form_holds_each_pair_of_the_full_list_once(backend: str, name: str) -> None:
+    from mlcalc.transform.neighbors import full_pairs
+
+    structure = STRUCTURES[name]()
+    tensors, cutoff = _tensors(structure), structure[3]
+    full = get_neighbor_list(backend, cutoff).pairs(*tensors)
+    half = get_neighbor_list(backend, cutoff, half=True).pairs(*tensors)
+    assert 2 * len(half[0]) == len(full[0])
+    assert _as_set(*full_pairs(*half)) == _as_set(*full)
+
+
 def test_registry_and_repr() -> None:
-    assert set(NEIGHBOR_LISTS) == {"matscipy", "torch", "torch_cluster", "ase"}
+    assert {"matscipy", "torch", "torch_cluster", "ase"} <= set(NEIGHBOR_LISTS)
     nl = get_neighbor_list("torch", 5.0, max_candidates=10_000)
     assert isinstance(nl, TorchNeighborList) and isinstance(nl, NeighborList)
     assert "cutoff=5.0" in repr(nl)
