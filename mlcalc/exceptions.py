@@ -75,3 +75,19 @@ class StressUndefinedError(MlcalcError, PropertyNotImplementedError):
     It is ASE's ``PropertyNotImplementedError`` too, so ASE code that probes
     for stress (``try: atoms.get_stress()``) treats it as ASE expects.
     """
+
+
+class OutputExistsError(MlcalcError, FileExistsError):
+    """A run would overwrite files an earlier run wrote (pass ``overwrite``)."""
+
+
+class OutputLockedError(MlcalcError, RuntimeError):
+    """Another run is writing the same output files."""
+
+
+class NonFiniteResultError(MlcalcError, FloatingPointError):
+    """The model produced NaN or inf; nothing is returned."""
+
+
+class MlcalcWarning(UserWarning):
+    """Base class of the warnings mlcalc issues on purpose (the CLI prints them as one line)."""

@@ -35,17 +35,31 @@ def model_options(func: Callable) -> Callable:
 
 
 def one_line_errors(func: Callable) -> Callable:
-    """Turn mlcalc's errors (and unreadable files) into ``Error: <one line>``, exit 1."""
+    """Turn mlcalc's errors (and unreadable files) into ``Error: <one line>``, exit 1,
+    and its warnings into ``Warning: <one line>`` on stderr."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from mlcalc.exceptions import MlcalcError
+        import warnings
 
+        from mlcalc.exceptions import MlcalcError, MlcalcWarning
+
+        default_show = warnings.showwarning
+
+        def show(message, category, *rest, **kw) -> None:
+            if issubclass(category, MlcalcWarning):
+                click.echo(f"Warning: {str(message).strip().splitlines()[0]}", err=True)
+            else:
+                default_show(message, category, *rest, **kw)
+
+        warnings.showwarning = show
         try:
             return func(*args, **kwargs)
         except (MlcalcError, FileNotFoundError, ValueError) as err:
             message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise click.ClickException(message) from None
+        finally:
+            warnings.showwarning = default_show
 
     return wrapper
 

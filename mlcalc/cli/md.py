@@ -21,16 +21,26 @@ EXIT_INTERRUPTED = 130
 
 
 class _ProgressBar:
-    """A ``progress(done, total, ns_per_day, eta_s)`` callback drawing a click bar on stderr.
+    """A ``progress(done, total, ns_per_day, eta_s)`` callback for stderr.
 
-    The bar is made on the first call, when the total is known.
+    On a terminal a click bar (made on the first call, when the total is
+    known); otherwise (a batch job, a pipe) a plain line at every tenth of the
+    run, which a log file keeps readable.
     """
 
     def __init__(self) -> None:
         self._bar = None
         self._done = 0
+        self._plain = not sys.stderr.isatty()
+        self._next_tenth = 1
 
     def __call__(self, done: int, total: int, ns_per_day: float, eta_s: float) -> None:
+        if self._plain:
+            if done * 10 >= self._next_tenth * total:
+                click.echo(f"md: step {done}/{total} ({100 * done // max(total, 1)}%), "
+                           f"{ns_per_day:.3g} ns/day, ETA {eta_s:.0f} s", err=True)
+                self._next_tenth = 10 * done // max(total, 1) + 1
+            return
         if self._bar is None:
             self._bar = click.progressbar(length=max(total, 1), label="md", file=sys.stderr,
                                           show_eta=False, item_show_func=lambda item: item)
@@ -71,7 +81,9 @@ class _ProgressBar:
               help="Seed of the initial velocities and thermostat noise.")
 @click.option("-o", "--output", "prefix", default="md", show_default=True,
               help="Output prefix: PREFIX.extxyz|traj, PREFIX.csv, PREFIX_final.extxyz, "
-                   "PREFIX.png.")
+                   "PREFIX.png (an extension given is dropped; folders are created).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the files of an earlier run with this prefix (else refused).")
 @click.option("--interval", type=int, default=10, show_default=True,
               help="Steps between trajectory frames and log lines.")
 @click.option("--format", "fmt", type=click.Choice(["extxyz", "traj"]), default="extxyz",
@@ -89,7 +101,7 @@ def md(structure: str, models: tuple[str, ...], device: str, dtype: str | None,
        pressure_GPa: float, friction_per_fs: float, tdamp_fs: float, pdamp_fs: float,
        barostat: str, steps: int, seed: int, prefix: str, interval: int, fmt: str,
        restart: bool, uncertainty_threshold: float | None, on_uncertainty: str,
-       no_progress: bool) -> None:
+       no_progress: bool, overwrite: bool) -> None:
     """Run molecular dynamics of STRUCTURE (any file ase.io reads) with MODEL."""
     # every option is checked before a structure is read or a model loaded
     settings = MDSettings(
@@ -103,20 +115,34 @@ def md(structure: str, models: tuple[str, ...], device: str, dtype: str | None,
         raise MDError("--uncertainty-threshold needs an ensemble of models (repeat -m)")
 
     from mlcalc.cli.common import make_calculator, read_structure
-    from mlcalc.simulate.md import run_md
+    from mlcalc.simulate.md import output_files, run_md
+    from mlcalc.simulate.outputs import output_lock, refuse_existing
 
-    atoms = read_structure(structure)
-    settings.check_structure(atoms)
-    calc = make_calculator(list(models) if len(models) > 1 else models[0], device, dtype,
-                           threads)
-    progress = None if no_progress else _ProgressBar()
-    try:
-        summary = run_md(atoms, calc, settings, trajectory=f"{prefix}.{fmt}",
-                         log=f"{prefix}.csv", restart=restart, progress=progress)
-    finally:
-        if progress is not None:
-            progress.close()
+    prefix = _strip_extension(prefix)
+    trajectory, log = f"{prefix}.{fmt}", f"{prefix}.csv"
+    with output_lock(prefix):  # before reading anything: a second run stops at once
+        if not restart:
+            refuse_existing(output_files(trajectory, log), overwrite, "--overwrite or another -o")
+        atoms = read_structure(structure)
+        settings.check_structure(atoms)
+        calc = make_calculator(list(models) if len(models) > 1 else models[0], device, dtype,
+                               threads)
+        progress = None if no_progress else _ProgressBar()
+        try:
+            summary = run_md(atoms, calc, settings, trajectory=trajectory, log=log,
+                             restart=restart, overwrite=overwrite, progress=progress)
+        finally:
+            if progress is not None:
+                progress.close()
     _report(summary, uncertainty_threshold)
+
+
+def _strip_extension(prefix: str) -> str:
+    """``-o out.extxyz`` means the prefix ``out`` (not ``out.extxyz.extxyz`` beside ``out.png``)."""
+    for ext in (".extxyz", ".xyz", ".traj", ".csv", ".png"):
+        if prefix.lower().endswith(ext) and len(prefix) > len(ext):
+            return prefix[: -len(ext)]
+    return prefix
 
 
 def _report(summary, uncertainty_threshold: float | None) -> None:

@@ -34,11 +34,13 @@ from mlcalc.cli.common import make_calculator, model_options, one_line_errors, r
               help="Displaced supercells per batched model call.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Folder for phonopy.yaml, band.yaml, thermal.csv, dos.csv, phonons.png.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the files of an earlier run in the output folder (else refused).")
 @one_line_errors
 def phonons(structure: str, model: str, device: str, dtype: str | None, threads: int | None,
             supercell: tuple[int, int, int] | None, min_length: float | None,
             displacement: float, mesh: tuple[int, int, int], tmax_K: float, tstep_K: float,
-            relax_first: bool, batch_size: int, output_dir: str) -> None:
+            relax_first: bool, batch_size: int, output_dir: str, overwrite: bool) -> None:
     """Phonons of STRUCTURE (a periodic crystal in any file ase.io reads).
 
     Forces of the displaced supercells come from MODEL in batches; phonopy
@@ -49,10 +51,12 @@ def phonons(structure: str, model: str, device: str, dtype: str | None, threads:
 
     import numpy as np
 
+    from mlcalc.simulate.outputs import refuse_existing
     from mlcalc.simulate.phonons import (
         IMAGINARY_THRESHOLD_THZ,
         ImaginaryModesWarning,
         check_periodic,
+        output_files,
         run_phonons,
     )
 
@@ -60,6 +64,8 @@ def phonons(structure: str, model: str, device: str, dtype: str | None, threads:
         raise ValueError(f"need --tstep-K > 0 and --tmax-K >= 0 (got {tstep_K}, {tmax_K})")
     if min(mesh) < 1:
         raise ValueError(f"--mesh needs three integers >= 1, got {' '.join(map(str, mesh))}")
+    refuse_existing(output_files(output_dir).values(), overwrite,
+                    "--overwrite or another --output-dir")
     atoms = read_structure(structure)
     check_periodic(atoms)  # before loading the model: fail fast on a molecule or a slab
     calc = make_calculator(model, device, dtype, threads)
@@ -69,7 +75,7 @@ def phonons(structure: str, model: str, device: str, dtype: str | None, threads:
         result = run_phonons(atoms, calc, supercell=supercell, min_length=min_length,
                              displacement=displacement, mesh=mesh, temperatures_K=temperatures,
                              relax_first=relax_first, output_dir=output_dir,
-                             batch_size=batch_size)
+                             batch_size=batch_size, overwrite=overwrite)
     for w in caught:
         if issubclass(w.category, ImaginaryModesWarning | RuntimeWarning):
             click.echo(f"warning: {w.message}", err=True)

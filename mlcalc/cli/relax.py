@@ -30,10 +30,12 @@ from mlcalc.cli.common import model_options, one_line_errors
               help="Keep the structure's space group (ASE FixSymmetry, spglib).")
 @click.option("-o", "--output", "prefix", default="relax", show_default=True,
               help="Prefix of the files written: PREFIX.extxyz, PREFIX.traj, PREFIX.log.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the files of an earlier run with this prefix (else refused).")
 @one_line_errors
 def relax(structure: str, model: str, device: str, dtype: str | None, threads: int | None,
           optimizer: str, fmax: float, steps: int, cell: bool, pressure_GPa: float,
-          fix_symmetry: bool, prefix: str) -> None:
+          fix_symmetry: bool, prefix: str, overwrite: bool) -> None:
     """Relax the positions (and with --cell the cell) of STRUCTURE (any file ase.io reads)."""
     from pathlib import Path
 
@@ -41,18 +43,21 @@ def relax(structure: str, model: str, device: str, dtype: str | None, threads: i
     from ase.units import GPa
 
     from mlcalc.cli.common import make_calculator, read_structure
-    from mlcalc.simulate.relax import optimizer_class
+    from mlcalc.simulate.outputs import output_lock, refuse_existing
+    from mlcalc.simulate.relax import check_options
     from mlcalc.simulate.relax import relax as run_relax
 
-    optimizer_class(optimizer)  # an unknown name fails before the model is loaded
-    atoms = read_structure(structure)
-    calc = make_calculator(model, device, dtype, threads)
-    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     files = {k: f"{prefix}.{k}" for k in ("extxyz", "traj", "log")}
-    result = run_relax(atoms, calc, optimizer=optimizer, fmax=fmax, steps=steps, cell=cell,
-                       pressure_GPa=pressure_GPa, fix_symmetry=fix_symmetry,
-                       trajectory=files["traj"], log=files["log"])
-    ase.io.write(files["extxyz"], result.atoms, format="extxyz")
+    with output_lock(prefix):  # a second run with this prefix stops at once
+        refuse_existing(files.values(), overwrite, "--overwrite or another -o")
+        atoms = read_structure(structure)
+        check_options(atoms, optimizer, fmax, steps, cell, pressure_GPa)  # before the model
+        calc = make_calculator(model, device, dtype, threads)
+        Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+        result = run_relax(atoms, calc, optimizer=optimizer, fmax=fmax, steps=steps, cell=cell,
+                           pressure_GPa=pressure_GPa, fix_symmetry=fix_symmetry,
+                           trajectory=files["traj"], log=files["log"], overwrite=overwrite)
+        ase.io.write(files["extxyz"], result.atoms, format="extxyz")
 
     n = len(result.atoms)
     lines = [f"energy      {result.energy:.6f} eV ({result.energy / n:.6f} eV/atom, "

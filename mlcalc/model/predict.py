@@ -9,6 +9,7 @@ import torch
 from ase import Atoms
 
 from mlcalc import properties as P
+from mlcalc.exceptions import NonFiniteResultError
 from mlcalc.model.batch import atoms_to_batch
 from mlcalc.transform.neighbors import NeighborList
 
@@ -33,7 +34,9 @@ def predict(model: torch.nn.Module, atoms: Atoms | Sequence[Atoms],
         all float64.
 
     Raises:
-        InvalidStructureError: a structure that cannot be evaluated.
+        InvalidStructureError: a structure that cannot be evaluated (atoms
+            closer than 0.1 Å among them).
+        NonFiniteResultError: the model gave NaN or inf.
         StressUndefinedError: stress of a structure not periodic in all three directions.
         UnknownElementError: an element the model was not trained on.
     """
@@ -52,6 +55,9 @@ def split_results(out: dict[str, torch.Tensor], n_atoms: Sequence[int],
 
     Ensemble spreads (``energy_std``, ``forces_std``, ``stress_std``) follow
     their property when present.
+
+    Raises:
+        NonFiniteResultError: a NaN or inf in any result: it is never returned.
     """
     keys = list(properties)
     for prop, std in ((P.energy, P.energy_std), (P.forces, P.forces_std),
@@ -63,6 +69,10 @@ def split_results(out: dict[str, torch.Tensor], n_atoms: Sequence[int],
         if key not in out:
             continue
         value = out[key].detach().to("cpu", torch.float64).numpy()
+        if not np.isfinite(value).all():
+            raise NonFiniteResultError(
+                f"the model gave a non-finite {key} (NaN or inf) for this structure; nothing "
+                "is returned (is the structure far outside the training data?)")
         if key in _PER_ATOM:
             parts = np.split(value, np.cumsum(n_atoms)[:-1])
         elif key == P.hessian:

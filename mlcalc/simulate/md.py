@@ -26,9 +26,10 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError
 
-from mlcalc.exceptions import MlcalcError
+from mlcalc.exceptions import InvalidStructureError, MlcalcError, NonFiniteResultError
 from mlcalc.simulate import md_output as out
 from mlcalc.simulate.md_settings import BAROSTATS, ENSEMBLES, MDError, MDSettings
+from mlcalc.simulate.outputs import output_lock, refuse_existing
 
 #: Explosion limits: any |F| above this (eV/Å) ...
 MAX_FORCE = 1e3
@@ -122,7 +123,7 @@ class _StopFlag:
 
 def run_md(atoms: Atoms, calc: Calculator, settings: MDSettings | None = None, *,
            trajectory: str | Path = "md.extxyz", log: str | Path = "md.csv",
-           restart: bool = False,
+           restart: bool = False, overwrite: bool = False,
            progress: Callable[[int, int, float, float], None] | None = None,
            **options: object) -> MDSummary:
     """Run molecular dynamics of ``atoms`` with ``calc`` and ASE's integrators.
@@ -137,7 +138,10 @@ def run_md(atoms: Atoms, calc: Calculator, settings: MDSettings | None = None, *
 
     Restart (``restart=True``) continues from the trajectory's last frame:
     positions, cell and momenta (no new velocities), step numbers and time
-    continue, and both files are appended to. NVE from a ``.traj`` trajectory
+    continue, and both files are appended to; a damaged last frame (a crash
+    or a full disk mid-write) is cut off with one
+    :class:`~mlcalc.simulate.md_output.RestartRepairWarning` and the run
+    continues from the last complete frame. NVE from a ``.traj`` trajectory
     continues bit for bit (float64 frames); extxyz stores 8 decimals, so it
     continues to ~1e-8 Å. Stochastic thermostats draw new noise (seeded by
     ``seed`` and the start step) and Nosé–Hoover / MTK restart their chain
@@ -153,6 +157,9 @@ def run_md(atoms: Atoms, calc: Calculator, settings: MDSettings | None = None, *
         log: CSV file (columns in :data:`mlcalc.simulate.md_output.LOG_COLUMNS`,
             plus ``max_forces_std`` for ensembles).
         restart: continue from the trajectory's last frame.
+        overwrite: replace the files of an earlier run (without it they are
+            refused). They are replaced at the first frame: a run that fails
+            before it leaves them as they were.
         progress: called every ``interval`` steps as ``progress(steps_done,
             steps, ns_per_day, eta_s)`` (counts of this call).
 
@@ -161,19 +168,32 @@ def run_md(atoms: Atoms, calc: Calculator, settings: MDSettings | None = None, *
             or a runaway temperature; the last good state is kept in the files.
         UnknownNameError, MDError, InvalidStructureError, FileNotFoundError:
             bad options, NPT without a periodic cell, nothing to restart from.
+        OutputExistsError: the files of an earlier run exist (and not
+            ``overwrite`` or ``restart``).
+        OutputLockedError: another run is writing the same files.
     """
     settings = replace(settings or MDSettings(), **options) if options else (
         settings or MDSettings())
     run = _MDRun(atoms, calc, settings, Path(trajectory), Path(log), progress)
-    run.restore(restart)
-    run.thermalise(restart)
-    run.open_files(restart)
-    try:
-        run.loop()
-        run.record_last_good()
-    finally:
-        run.close_files()
-    return run.finish()
+    with output_lock(run.trajectory.with_suffix("")):
+        if not restart:
+            refuse_existing(run.outputs, overwrite)
+        run.restore(restart)
+        run.thermalise(restart)
+        run.open_files(restart)
+        try:
+            run.loop()
+            run.record_last_good()
+        finally:
+            run.close_files()
+        return run.finish()
+
+
+def output_files(trajectory: str | Path, log: str | Path) -> tuple[Path, Path, Path, Path]:
+    """The files a run writes: trajectory, log, ``<stem>_final.extxyz``, ``<stem>.png``."""
+    trajectory = Path(trajectory)
+    stem = trajectory.with_suffix("")
+    return trajectory, Path(log), Path(f"{stem}_final.extxyz"), stem.with_suffix(".png")
 
 
 class _MDRun:
@@ -190,8 +210,8 @@ class _MDRun:
         out.trajectory_format(trajectory)  # refuse a bad extension before any work
         settings.check_structure(atoms)
         self.trajectory, self.log = trajectory, log
-        stem = trajectory.with_suffix("")
-        self.final_path, self.plot_path = Path(f"{stem}_final.extxyz"), stem.with_suffix(".png")
+        self.outputs = output_files(trajectory, log)
+        self.final_path, self.plot_path = self.outputs[2:]
         self.start_step, self.start_time_ps = 0, 0.0
         self.frame: Atoms | None = None  # restart frame
         self.last_good: tuple[Atoms, float | None] | None = None
@@ -204,11 +224,12 @@ class _MDRun:
         """On restart: positions, cell and step/time from the trajectory's last frame."""
         if not restart:
             return
-        frame = out.read_last_frame(self.trajectory)
+        frame = out.restart_frame(self.trajectory)
         atoms = self.atoms
         if not np.array_equal(frame.numbers, atoms.numbers):
             raise MDError(f"cannot restart: {self.trajectory} holds a different structure "
                           f"({frame.get_chemical_formula()} vs {atoms.get_chemical_formula()})")
+        out.trim_log(self.log, int(frame.info.get("step", 0)))
         atoms.set_cell(frame.cell, scale_atoms=False)
         atoms.pbc = frame.pbc
         atoms.positions = frame.positions
@@ -241,6 +262,10 @@ class _MDRun:
 
     def record(self, frame: Atoms, max_std: float | None) -> None:
         if frame.info["step"] > self.written:
+            if self.traj.n_written == 0 and not self.traj.append:
+                # a new run replaces an earlier one's files (overwrite): all of them
+                for stale in (self.final_path, self.plot_path):
+                    stale.unlink(missing_ok=True)
             self.traj.write(frame)
             self.csv_log.write(out.log_row(frame, max_std))
             self.written = frame.info["step"]
@@ -265,6 +290,11 @@ class _MDRun:
                         break
         except KeyboardInterrupt:
             self.stopped = "interrupted"  # mid-step or by an observer: use the last good state
+        except (NonFiniteResultError, InvalidStructureError) as err:
+            if self.last_good is None:
+                raise  # the starting structure itself: the calculator's own message
+            self.exploded = str(err)  # e.g. atoms driven onto each other mid-run
+            self.step = self.start_step + dyn.nsteps + 1
         self.wall = time.perf_counter() - t_start
 
     def _after_step(self, t_start: float) -> bool:
@@ -311,11 +341,14 @@ class _MDRun:
 
             with open(self.final_path, "w") as fh:
                 write_extxyz(fh, [frame])
-        out.plot_md_log(self.log, self.plot_path)
+        if self.log.is_file():  # no log when not even the first frame was good
+            out.plot_md_log(self.log, self.plot_path)
         last_step = self.last_good[0].info["step"] if self.last_good else self.start_step
         if self.exploded:
-            raise MDExplodedError(f"MD exploded at step {self.step}: {self.exploded}; stopped, "
-                                  f"last good frame (step {last_step}) kept in {self.trajectory}")
+            kept = (f"last good frame (step {last_step}) kept in {self.trajectory}"
+                    if self.last_good else "no step was good, so no file was written")
+            raise MDExplodedError(f"MD exploded at step {self.step}: {self.exploded}; "
+                                  f"stopped, {kept}")
         done, dt_ps = last_step - self.start_step, self.settings.timestep_fs * 1e-3
         wall = self.wall
         return MDSummary(
@@ -327,4 +360,4 @@ class _MDRun:
 
 
 __all__ = ["BAROSTATS", "ENSEMBLES", "MDError", "MDExplodedError", "MDSettings", "MDSummary",
-           "run_md"]
+           "output_files", "run_md"]

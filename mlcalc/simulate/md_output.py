@@ -2,18 +2,26 @@
 
 Everything is written as the run goes and flushed after each frame or line,
 so a run that is killed leaves files that ``ase.io.read`` and ``csv`` read.
+Files are opened at their first write, so a run that fails before its first
+frame leaves existing files as they were. A restart reads the last *complete*
+frame; a damaged tail (a crash or a full disk mid-frame) is cut off, its bytes
+kept in ``<file>.damaged`` (:func:`restart_frame`, :func:`trim_log`).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
+import warnings
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
+
+from mlcalc.exceptions import MlcalcWarning
 
 #: CSV columns, in order (``max_forces_std`` only for ensembles of models).
 LOG_COLUMNS = ("step", "time_ps", "epot_eV", "ekin_eV", "etot_eV", "temperature_K",
@@ -76,6 +84,9 @@ def log_row(frame: Atoms, max_forces_std: float | None = None) -> dict[str, floa
 class TrajectoryFile:
     """Append-only trajectory (extxyz or ASE .traj), flushed after every frame.
 
+    The file is opened at the first :meth:`write`: until then an existing
+    file is untouched.
+
     Args:
         path: file name; the extension picks the format.
         append: add to an existing file instead of replacing it.
@@ -84,39 +95,165 @@ class TrajectoryFile:
     def __init__(self, path: str | os.PathLike, append: bool) -> None:
         self.path = Path(path)
         self.format = trajectory_format(path)
+        self.append = append
         self.n_written = 0
+        self._out = None
+
+    def _open(self):
+        mode = "a" if self.append else "w"
         if self.format == "traj":
             from ase.io.trajectory import Trajectory
 
-            self._traj = Trajectory(str(path), "a" if append else "w")
-        else:
-            self._fh: IO[str] = open(path, "a" if append else "w")
+            return Trajectory(str(self.path), mode)
+        return open(self.path, mode)
 
     def write(self, frame: Atoms) -> None:
         """Append one frame (positions, cell, momenta, results, step, time)."""
+        if self._out is None:
+            self._out = self._open()
         if self.format == "traj":
-            self._traj.write(frame)  # ULM syncs and flushes its index on every write
+            self._out.write(frame)  # ULM syncs and flushes its index on every write
         else:
             from ase.io.extxyz import write_extxyz
 
-            write_extxyz(self._fh, [frame])
-            self._fh.flush()
+            write_extxyz(self._out, [frame])
+            self._out.flush()
         self.n_written += 1
 
     def close(self) -> None:
-        if self.format == "traj":
-            self._traj.close()
-        else:
-            self._fh.close()
+        if self._out is not None:
+            self._out.close()
+            self._out = None
 
 
-def read_last_frame(path: str | os.PathLike) -> Atoms:
-    """The last frame of a trajectory written by :class:`TrajectoryFile`."""
-    import ase.io
+class RestartRepairWarning(MlcalcWarning):
+    """A restart cut off a damaged tail of a trajectory or log (kept in ``.damaged``)."""
 
-    if not Path(path).is_file():
+
+def _complete_extxyz(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) byte offsets of the complete frames of an extxyz file."""
+    frames = []
+    lines = data.split(b"\n")[:-1]  # the last piece lacks its newline: never complete
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line) + 1)
+    i = 0
+    while i < len(lines):
+        try:
+            n = int(lines[i].strip())
+        except ValueError:
+            break
+        if n < 0 or i + 2 + n > len(lines):
+            break
+        frames.append((offsets[i], offsets[i + 2 + n]))
+        i += 2 + n
+    return frames
+
+
+def _restart_extxyz(path: Path) -> Atoms:
+    data = path.read_bytes()
+    for start, end in reversed(_complete_extxyz(data)):
+        try:
+            frame = read_frame_text(data[start:end].decode())
+        except Exception:  # noqa: BLE001 - a garbled frame: try the one before
+            continue
+        if end < len(data):
+            kept = keep_damaged_tail(path, end)
+            warnings.warn(f"{path}: the frames after step {frame.info.get('step', '?')} are "
+                          f"damaged (a crash or a full disk?); restarting from that step, the "
+                          f"damaged file kept as {kept}", RestartRepairWarning, stacklevel=3)
+        return frame
+    raise FileNotFoundError(f"cannot restart: {path} holds no complete frame")
+
+
+def read_frame_text(text: str) -> Atoms:
+    """One extxyz frame from its text."""
+    from ase.io.extxyz import read_extxyz
+
+    return next(read_extxyz(io.StringIO(text), index=slice(0, 1)))
+
+
+def keep_damaged_tail(path: Path, end: int) -> Path:
+    """Keep ``path`` as ``<path>.damaged`` and cut it to its first ``end`` bytes."""
+    from mlcalc.simulate.outputs import keep_damaged
+
+    kept = keep_damaged(path)
+    with open(path, "r+b") as fh:
+        fh.truncate(end)
+    return kept
+
+
+def _restart_traj(path: Path) -> Atoms:
+    from ase.io.trajectory import Trajectory, TrajectoryWriter
+
+    try:
+        reader = Trajectory(str(path))
+        n = len(reader)
+    except Exception:  # noqa: BLE001 - an unreadable header
+        raise FileNotFoundError(f"cannot restart: {path} is not a readable trajectory "
+                                "(empty or damaged from its start)") from None
+    good = []
+    for k in range(n):
+        try:
+            good.append(reader[k])
+        except Exception:  # noqa: BLE001 - a damaged frame ends the usable part
+            break
+    reader.close()
+    if not good:
+        raise FileNotFoundError(f"cannot restart: {path} holds no complete frame")
+    if len(good) < n:
+        from mlcalc.simulate.outputs import keep_damaged
+
+        kept = keep_damaged(path)
+        tmp = path.with_name(f".{path.name}.repair{os.getpid()}")
+        with TrajectoryWriter(str(tmp), "w") as writer:
+            for frame in good:
+                writer.write(frame)
+        os.replace(tmp, path)
+        warnings.warn(f"{path}: the frames after step {good[-1].info.get('step', '?')} are "
+                      f"damaged (a crash or a full disk?); restarting from that step, the "
+                      f"damaged file kept as {kept}", RestartRepairWarning, stacklevel=3)
+    return good[-1]
+
+
+def restart_frame(path: str | os.PathLike) -> Atoms:
+    """The last complete frame of a trajectory written by :class:`TrajectoryFile`.
+
+    A damaged tail is cut off (the whole file kept as ``<path>.damaged``) with
+    one :class:`RestartRepairWarning`, so the restart appends to intact frames.
+
+    Raises:
+        FileNotFoundError: no trajectory, or one with no complete frame.
+    """
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"cannot restart: trajectory {path} not found")
-    return ase.io.read(path, index=-1, format=trajectory_format(path))
+    if trajectory_format(path) == "traj":
+        return _restart_traj(path)
+    return _restart_extxyz(path)
+
+
+def trim_log(path: str | os.PathLike, last_step: int) -> None:
+    """Cut the CSV log after ``last_step`` (and a partial last line) before a restart appends.
+
+    A log written past the trajectory's last complete frame would otherwise
+    hold those steps twice. The untrimmed file is kept as ``<path>.damaged``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    end = len(lines[0]) + 1 if len(lines) > 1 else 0  # the header
+    for line in lines[1:-1]:
+        try:
+            if int(line.split(b",", 1)[0]) > last_step:
+                break
+        except ValueError:
+            break
+        end += len(line) + 1
+    if end < len(data):
+        keep_damaged_tail(path, end)
 
 
 class CSVLog:
@@ -129,25 +266,29 @@ class CSVLog:
     def __init__(self, path: str | os.PathLike, columns: tuple[str, ...], append: bool) -> None:
         self.path = Path(path)
         self.columns = columns
-        exists = append and self.path.is_file() and self.path.stat().st_size > 0
-        if exists:
+        self.append = append and self.path.is_file() and self.path.stat().st_size > 0
+        if self.append:
             with open(self.path, newline="") as fh:
                 header = tuple(next(csv.reader(fh), []))
             if header != columns:
                 raise ValueError(f"cannot append to {path}: its columns {', '.join(header)} "
                                  f"differ from this run's {', '.join(columns)}")
-        self._fh = open(self.path, "a" if append else "w", newline="")
-        self._writer = csv.DictWriter(self._fh, fieldnames=list(columns), extrasaction="ignore")
-        if not exists:
-            self._writer.writeheader()
-            self._fh.flush()
+        self._fh: IO[str] | None = None  # opened at the first row
 
     def write(self, row: dict[str, float | int | str]) -> None:
+        if self._fh is None:
+            self._fh = open(self.path, "a" if self.append else "w", newline="")
+            self._writer = csv.DictWriter(self._fh, fieldnames=list(self.columns),
+                                          extrasaction="ignore")
+            if not self.append:
+                self._writer.writeheader()
         self._writer.writerow(row)
         self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 def plot_md_log(log: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -187,5 +328,6 @@ def plot_md_log(log: str | os.PathLike, out: str | os.PathLike) -> Path:
     return out
 
 
-__all__ = ["CSVLog", "LOG_COLUMNS", "TrajectoryFile", "UNCERTAINTY_COLUMN", "log_row",
-           "plot_md_log", "read_last_frame", "snapshot", "trajectory_format"]
+__all__ = ["CSVLog", "LOG_COLUMNS", "RestartRepairWarning", "TrajectoryFile",
+           "UNCERTAINTY_COLUMN", "log_row", "plot_md_log", "restart_frame", "snapshot",
+           "trajectory_format", "trim_log"]

@@ -30,7 +30,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 
-from mlcalc.exceptions import InvalidStructureError
+from mlcalc.exceptions import InvalidStructureError, MlcalcWarning
+from mlcalc.simulate.outputs import output_lock, refuse_existing
 
 #: Supercell edge in Å used when neither ``supercell`` nor ``min_length`` is given.
 DEFAULT_MIN_LENGTH = 10.0
@@ -41,7 +42,7 @@ IMAGINARY_THRESHOLD_THZ = -0.05
 GAMMA_RADIUS = 0.05
 
 
-class ImaginaryModesWarning(UserWarning):
+class ImaginaryModesWarning(MlcalcWarning):
     """The structure has imaginary phonon modes away from Γ (dynamically unstable)."""
 
 
@@ -207,7 +208,7 @@ def run_phonons(atoms: Atoms, calc: BaseCalculator, supercell=None,
                 band_path: str | None = None, band_npoints: int = 51,
                 relax_first: bool = False, relax_fmax: float = 1e-3,
                 output_dir: str | os.PathLike | None = ".", batch_size: int = 16,
-                symprec: float = 1e-5) -> PhononResult:
+                symprec: float = 1e-5, overwrite: bool = False) -> PhononResult:
     """Finite-displacement phonons of ``atoms`` with forces from ``calc``.
 
     Args:
@@ -231,6 +232,8 @@ def run_phonons(atoms: Atoms, calc: BaseCalculator, supercell=None,
         output_dir: folder for the files (created); None writes nothing.
         batch_size: supercells per batched model call.
         symprec: symmetry tolerance in Å (phonopy's).
+        overwrite: replace the files of an earlier run in ``output_dir``
+            (else refused before any work).
 
     Returns:
         a :class:`PhononResult`. Warns :class:`ImaginaryModesWarning` when a mode
@@ -243,6 +246,26 @@ def run_phonons(atoms: Atoms, calc: BaseCalculator, supercell=None,
     check_periodic(atoms)
     if not displacement > 0:
         raise ValueError(f"displacement must be > 0 Å, got {displacement}")
+    if output_dir is None:
+        return _run(atoms, calc, supercell, min_length, displacement, mesh, temperatures_K,
+                    band_path, band_npoints, relax_first, relax_fmax, None, batch_size, symprec)
+    with output_lock(Path(output_dir) / "phonons"):
+        refuse_existing(output_files(output_dir).values(), overwrite)
+        return _run(atoms, calc, supercell, min_length, displacement, mesh, temperatures_K,
+                    band_path, band_npoints, relax_first, relax_fmax, output_dir, batch_size,
+                    symprec)
+
+
+def output_files(output_dir: str | os.PathLike) -> dict[str, Path]:
+    """The files :func:`write_outputs` writes, by name."""
+    out = Path(output_dir)
+    return {name: out / name for name in
+            ("phonopy.yaml", "band.yaml", "thermal.csv", "dos.csv", "phonons.png")}
+
+
+def _run(atoms, calc, supercell, min_length, displacement, mesh, temperatures_K, band_path,
+         band_npoints, relax_first, relax_fmax, output_dir, batch_size,
+         symprec) -> PhononResult:
     atoms = atoms.copy()
     if relax_first:
         _relax(atoms, calc, relax_fmax, steps=1000)
@@ -324,10 +347,8 @@ def _spectra(ph, atoms: Atoms, matrix: np.ndarray, n_displacements: int,
 
 def write_outputs(result: PhononResult, output_dir: str | os.PathLike) -> dict[str, Path]:
     """Write phonopy.yaml, band.yaml, thermal.csv, dos.csv and phonons.png to ``output_dir``."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {name: out / name for name in
-             ("phonopy.yaml", "band.yaml", "thermal.csv", "dos.csv", "phonons.png")}
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    files = output_files(output_dir)
     ph = result.phonopy
     # Force constants in the file, so phonopy.load() needs no force calculator.
     ph.save(files["phonopy.yaml"], settings={"force_constants": True})
@@ -372,5 +393,5 @@ def plot_bands_dos(result: PhononResult, path: str | os.PathLike) -> Path:
 
 
 __all__ = ["DEFAULT_MIN_LENGTH", "IMAGINARY_THRESHOLD_THZ", "ImaginaryModesWarning",
-           "PhononResult", "auto_supercell", "check_periodic", "plot_bands_dos",
+           "PhononResult", "auto_supercell", "check_periodic", "output_files", "plot_bands_dos",
            "run_phonons", "write_outputs"]

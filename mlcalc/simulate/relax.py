@@ -11,14 +11,17 @@ only checks the arguments, wires these together and reports the outcome.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from mlcalc.exceptions import InvalidStructureError, unknown_name
+from mlcalc.simulate.outputs import output_lock, refuse_existing
 
 #: Optimizer names accepted by :func:`relax` -> class name in :mod:`ase.optimize`.
 OPTIMIZERS: dict[str, str] = {"bfgs": "BFGS", "lbfgs": "LBFGS", "fire": "FIRE"}
@@ -67,7 +70,7 @@ def optimizer_class(name: str) -> type:
 def relax(atoms: Atoms, calc: Calculator, optimizer: str = "bfgs", fmax: float = 0.01,
           steps: int = 500, cell: bool = False, pressure_GPa: float = 0.0,
           fix_symmetry: bool = False, trajectory: str | os.PathLike | None = "relax.traj",
-          log: str | os.PathLike | None = "relax.log") -> RelaxResult:
+          log: str | os.PathLike | None = "relax.log", overwrite: bool = False) -> RelaxResult:
     """Relax positions (and with ``cell=True`` the cell) of a copy of ``atoms``.
 
     Args:
@@ -83,6 +86,9 @@ def relax(atoms: Atoms, calc: Calculator, optimizer: str = "bfgs", fmax: float =
             ``symprec=0.01``), with :class:`ase.constraints.FixSymmetry`.
         trajectory: ASE trajectory file of every step, or None.
         log: the optimizer's text log (step, energy, fmax), or None.
+        overwrite: replace existing ``trajectory`` / ``log`` files (else
+            refused). The starting structure is evaluated before they are
+            opened, so a structure the model refuses leaves them as they were.
 
     Returns:
         A :class:`RelaxResult`. Not converging is a result, not an error.
@@ -91,7 +97,20 @@ def relax(atoms: Atoms, calc: Calculator, optimizer: str = "bfgs", fmax: float =
         UnknownNameError: an unknown optimizer name (with "did you mean").
         InvalidStructureError: ``cell=True`` for a structure not periodic in 3D.
         ValueError: ``fmax <= 0``, ``steps < 0``, or a pressure without ``cell``.
+        OutputExistsError, OutputLockedError: see :mod:`mlcalc.simulate.outputs`.
     """
+    opt_class = check_options(atoms, optimizer, fmax, steps, cell, pressure_GPa)
+    outputs = [Path(p) for p in (trajectory, log) if p is not None]
+    lock = output_lock(outputs[0].with_suffix("")) if outputs else contextlib.nullcontext()
+    with lock:
+        refuse_existing(outputs, overwrite)
+        return _relax(atoms, calc, opt_class, fmax, steps, cell, pressure_GPa, fix_symmetry,
+                      trajectory, log)
+
+
+def check_options(atoms: Atoms, optimizer: str, fmax: float, steps: int, cell: bool,
+                  pressure_GPa: float):
+    """The optimizer class, after refusing options that cannot make a relaxation."""
     opt_class = optimizer_class(optimizer)
     if not fmax > 0:
         raise ValueError(f"fmax must be > 0 eV/Å, got {fmax}")
@@ -103,7 +122,11 @@ def relax(atoms: Atoms, calc: Calculator, optimizer: str = "bfgs", fmax: float =
     if cell and not atoms.pbc.all():
         raise InvalidStructureError("a cell relaxation needs a structure periodic in all three "
                                     "directions")
+    return opt_class
 
+
+def _relax(atoms: Atoms, calc: Calculator, opt_class, fmax: float, steps: int, cell: bool,
+           pressure_GPa: float, fix_symmetry: bool, trajectory, log) -> RelaxResult:
     from ase.units import GPa
 
     relaxed = atoms.copy()  # the caller's structure stays as it was
@@ -120,6 +143,7 @@ def relax(atoms: Atoms, calc: Calculator, optimizer: str = "bfgs", fmax: float =
 
         target = FrechetCellFilter(relaxed, scalar_pressure=pressure_GPa * GPa)
 
+    target.get_forces()  # the model sees the structure before any file is opened
     logfile = os.fspath(log) if log is not None else None
     traj = os.fspath(trajectory) if trajectory is not None else None
     with opt_class(target, logfile=logfile, trajectory=traj) as opt:
@@ -139,4 +163,4 @@ def relax(atoms: Atoms, calc: Calculator, optimizer: str = "bfgs", fmax: float =
     return RelaxResult(relaxed, converged, n_steps, energy, final_fmax, max_stress)
 
 
-__all__ = ["OPTIMIZERS", "RelaxResult", "optimizer_class", "relax"]
+__all__ = ["OPTIMIZERS", "RelaxResult", "check_options", "optimizer_class", "relax"]

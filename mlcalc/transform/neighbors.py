@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from mlcalc import properties as P
-from mlcalc.exceptions import unknown_name
+from mlcalc.exceptions import InvalidStructureError, unknown_name
 from mlcalc.transform.base import Transform
 from mlcalc.transform.torch_cell_list import (
     assemble_pairs,
@@ -44,11 +44,36 @@ def _empty_pairs(device: torch.device) -> Pairs:
     return empty, empty.clone(), torch.zeros(0, 3, dtype=torch.long, device=device)
 
 
+#: Atoms closer than this (Å) are refused: no structure has them (the
+#: shortest bond, H2, is 0.74 Å), they come from duplicated atoms, and at zero
+#: distance the pair direction is undefined (NaN energies and forces).
+MIN_DISTANCE = 0.1
+
+
+def check_min_distance(d2: Tensor, idx_i: Tensor, idx_j: Tensor) -> None:
+    """Raise :class:`InvalidStructureError` if a squared pair distance is below MIN_DISTANCE².
+
+    Args:
+        d2: (E,) squared pair distances, Å².
+        idx_i, idx_j: (E,) the pairs' atoms.
+    """
+    close = d2 < MIN_DISTANCE**2
+    if bool(close.any()):
+        k = int(torch.nonzero(close)[0, 0])
+        i, j = int(idx_i[k]), int(idx_j[k])
+        which = f"atoms {min(i, j)} and {max(i, j)} are" if i != j else \
+            f"atom {i} and its periodic image are"
+        raise InvalidStructureError(
+            f"{which} {float(d2[k]) ** 0.5:.3g} Å apart, closer than {MIN_DISTANCE} Å "
+            "(duplicated atoms?)")
+
+
 def filter_pairs(idx_i: Tensor, idx_j: Tensor, cell_shifts: Tensor, positions: Tensor,
                  cell: Tensor, cutoff: float) -> Pairs:
     """Keep the pairs shorter than ``cutoff``.
 
     Used to cut a list built at ``cutoff + skin`` down to the model cutoff.
+    Refuses atoms closer than :data:`MIN_DISTANCE` (see :func:`check_min_distance`).
 
     Args:
         idx_i, idx_j: (E,) int64 pair atoms.
@@ -61,7 +86,9 @@ def filter_pairs(idx_i: Tensor, idx_j: Tensor, cell_shifts: Tensor, positions: T
         the kept ``idx_i`` (E',), ``idx_j`` (E',), ``cell_shifts`` (E', 3).
     """
     rij = positions[idx_j] - positions[idx_i] + cell_shifts.to(positions.dtype) @ cell
-    keep = torch.linalg.vector_norm(rij, dim=1) < cutoff
+    d2 = rij.square().sum(1)
+    check_min_distance(d2, idx_i, idx_j)
+    keep = d2 < cutoff**2
     return idx_i[keep], idx_j[keep], cell_shifts[keep]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mlcalc.transform.neighbors import NeighborList
+from mlcalc.transform.neighbors import NeighborList, check_min_distance
 
 Pairs = tuple[Tensor, Tensor, Tensor]
 
@@ -113,6 +113,8 @@ class VerletNeighborList:
             shifts = shifts + jumps[idx_i] - jumps[idx_j]
             offsets = shifts.to(cell.dtype) @ cell
         rij = positions.index_select(0, idx_j) - positions.index_select(0, idx_i) + offsets
-        keep = torch.nonzero(rij.square().sum(1) < self.cutoff**2).squeeze(1)
+        d2 = rij.square().sum(1)
+        check_min_distance(d2, idx_i, idx_j)
+        keep = torch.nonzero(d2 < self.cutoff**2).squeeze(1)
         return idx_i.index_select(0, keep), idx_j.index_select(0, keep), shifts.index_select(
             0, keep)
