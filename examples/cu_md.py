@@ -24,8 +24,9 @@ def main(steps: int = 200) -> None:
     atoms.calc = MLCalculator("cu-emt")
     print(atoms.calc)
     thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    # fixcm=False: ASE's fixcm=True does not sample the canonical ensemble (and is deprecated)
     dyn = Langevin(atoms, timestep=2 * units.fs, temperature_K=300, friction=0.01,
-                   rng=np.random.default_rng(1))
+                   fixcm=False, rng=np.random.default_rng(1))
 
     def report() -> None:
         epot = atoms.get_potential_energy() / len(atoms)

@@ -66,7 +66,14 @@ def default_threads() -> int:
 
 
 def set_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads deliberately and return the number in use."""
+    """Set torch's intra-op threads deliberately and return the number in use.
+
+    Raises:
+        ValueError: ``threads`` < 1.
+    """
+    if threads is not None and (isinstance(threads, bool) or int(threads) != threads
+                                or threads < 1):
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     if threads is None:
         if os.environ.get("OMP_NUM_THREADS"):
             return torch.get_num_threads()  # torch honours OMP_NUM_THREADS itself
@@ -192,8 +199,8 @@ class MLCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         props = self._properties_to_compute(atoms, properties)
+        inputs = structure_inputs(atoms, self.device)  # validates the structure first
         self._check_elements(atoms.numbers)
-        inputs = structure_inputs(atoms, self.device)
         t1 = time.perf_counter()
         inputs[P.idx_i], inputs[P.idx_j], inputs[P.cell_shifts] = self.verlet(
             inputs[P.R], inputs[P.cell][0], inputs[P.pbc][0], inputs[P.Z])

@@ -73,7 +73,6 @@ def open_labelled(path: str | os.PathLike, workdir: str | os.PathLike):
         MlcalcError / ValueError: the file cannot be read as labelled structures.
     """
     from mlcalc.data import ASEAtomsData, from_ase_file
-    from mlcalc.exceptions import InvalidStructureError, MlcalcError
 
     path = Path(path)
     if not path.is_file():
@@ -82,14 +81,7 @@ def open_labelled(path: str | os.PathLike, workdir: str | os.PathLike):
         is_sqlite = fh.read(16) == b"SQLite format 3\x00"
     if is_sqlite:
         return ASEAtomsData(path)
-    try:
-        return from_ase_file(path, Path(workdir) / f"{path.stem}.db")
-    except MlcalcError:
-        raise
-    except Exception as err:  # ase.io raises many kinds for unreadable files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise InvalidStructureError(f"{path}: cannot read labelled structures "
-                                    f"({type(err).__name__}: {first})") from None
+    return from_ase_file(path, Path(workdir) / f"{path.stem}.db")
 
 
 def choose_properties(available: Sequence[str], requested: Sequence[str] | None,

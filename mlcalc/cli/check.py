@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import click
 
-from mlcalc.cli.common import device_option, dtype_option, one_line_errors, threads_option
+from mlcalc.cli.common import (
+    device_option,
+    dtype_option,
+    model_and_argument,
+    one_line_errors,
+    optional_model_option,
+    threads_option,
+)
 
 
 @click.command("check")
-@click.argument("model")
-@click.argument("structure", type=click.Path(dir_okay=False))
+@click.argument("args", nargs=-1, metavar="[MODEL] STRUCTURE")
+@optional_model_option
 @device_option
 @dtype_option
 @threads_option
@@ -25,14 +32,16 @@ from mlcalc.cli.common import device_option, dtype_option, one_line_errors, thre
               default=300.0, show_default=True,
               help="Initial temperature of the energy-drift check, K.")
 @one_line_errors
-def check(model: str, structure: str, device: str, dtype: str | None, threads: int | None,
-          nve_steps: int, nve_timestep_fs: float, nve_temperature_K: float) -> None:
-    """Audit MODEL (model.pt or bundled name) on STRUCTURE (any file ase.io reads):
+def check(args: tuple[str, ...], model: str | None, device: str, dtype: str | None,
+          threads: int | None, nve_steps: int, nve_timestep_fs: float,
+          nve_temperature_K: float) -> None:
+    """Audit MODEL (model.pt or bundled name; or -m MODEL) on STRUCTURE (any file ase.io reads):
     invariances, forces and stress against finite differences, smoothness at a
     symmetric site and NVE energy conservation. Exit code 1 if any check fails."""
     from mlcalc.cli.common import make_calculator, read_structure
     from mlcalc.simulate.check import run_checks
 
+    model, structure = model_and_argument(args, model, "STRUCTURE")
     atoms = read_structure(structure)
     calc = make_calculator(model, device, dtype, threads)
     # finite differences and energy conservation need float64 round-off

@@ -16,6 +16,9 @@ import click
 model_option = click.option(
     "-m", "--model", "model", required=True,
     help="Model file (model.pt) or the name of a bundled model (e.g. cu-emt).")
+optional_model_option = click.option(
+    "-m", "--model", "model", default=None,
+    help="Model file (model.pt) or bundled model name; or give it as the first argument.")
 device_option = click.option(
     "--device", default="auto", show_default=True,
     help="auto (CUDA when present), cpu or cuda.")
@@ -25,6 +28,19 @@ dtype_option = click.option(
 threads_option = click.option(
     "--threads", type=int, default=None,
     help="Torch threads (default: OMP_NUM_THREADS, else half the CPUs).")
+
+
+def model_and_argument(args: tuple[str, ...], model: str | None, name: str) -> tuple[str, str]:
+    """``MODEL NAME`` as two arguments, or ``-m MODEL NAME``: the same everywhere.
+
+    Raises:
+        click.UsageError: not exactly one model and one ``name``.
+    """
+    if model is not None and len(args) == 1:
+        return model, args[0]
+    if model is None and len(args) == 2:
+        return args[0], args[1]
+    raise click.UsageError(f"give the model and {name}: 'MODEL {name}' or '-m MODEL {name}'")
 
 
 def model_options(func: Callable) -> Callable:
@@ -73,23 +89,10 @@ def make_calculator(model: str, device: str, dtype: str | None, threads: int | N
 
 def read_structure(path: str, index: str | int = -1):
     """One structure from any file ``ase.io`` reads, with a clear error otherwise."""
-    from pathlib import Path
-
-    import ase.io
-
+    from mlcalc.data.convert import read_frames
     from mlcalc.exceptions import InvalidStructureError
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"structure file not found: {path}")
-    try:
-        atoms = ase.io.read(path, index=index)
-    except Exception as err:  # ase.io raises many kinds for unreadable files
-        raise InvalidStructureError(f"{path}: cannot read a structure ({type(err).__name__}: "
-                                    f"{str(err).splitlines()[0] if str(err) else ''})") from None
-    if isinstance(atoms, list):
-        if not atoms:
-            raise InvalidStructureError(f"{path}: the file holds no structure")
-        atoms = atoms[-1]
+    atoms = read_frames(path, index)[-1]
     if len(atoms) == 0:
         raise InvalidStructureError(f"{path}: empty structure: it has no atoms")
     return atoms

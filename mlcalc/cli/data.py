@@ -157,7 +157,6 @@ def convert(input_path: str, out: str, energy_unit: str, distance_unit: str,
             forces_unit: str | None, stress_unit: str | None, index: str) -> None:
     """Convert INPUT (extxyz, traj, anything ase.io reads, or MD17-style .npz) into
     the data set OUT (.db). Labels are stored as given with their units."""
-    from ase.io.formats import UnknownFileTypeError
 
     from mlcalc import properties as P
     from mlcalc.exceptions import UnitError
@@ -187,16 +186,10 @@ def convert(input_path: str, out: str, energy_unit: str, distance_unit: str,
             dataset = from_npz(input_path, out, energy_unit=energy_unit,
                                distance_unit=distance_unit, forces_unit=forces_unit)
         else:
-            import ase.io
-
             from mlcalc.data import from_ase_file
-            from mlcalc.data.convert import detect_properties
+            from mlcalc.data.convert import detect_properties, read_frames
 
-            try:
-                units = detect_properties(ase.io.read(input_path, index=0))
-            except UnknownFileTypeError as err:
-                raise click.ClickException(f"ase.io cannot read '{input_path}': unknown file "
-                                           f"type ({err})") from None
+            units = detect_properties(read_frames(input_path, index=0)[0])
             for prop in units:
                 if prop in (P.energy, P.free_energy, P.energies):
                     units[prop] = energy_unit
@@ -274,8 +267,9 @@ def info(path: str) -> None:
                 elements.update(row.numbers.tolist())
                 periodic[int(np.sum(row.pbc))] += 1
                 for prop in units:
-                    if prop in row.data:
-                        labels[prop].append(np.asarray(row.data[prop], float) * factors[prop])
+                    value = dataset.row_label(row, prop)
+                    if value is not None:
+                        labels[prop].append(np.asarray(value, float) * factors[prop])
     n = np.array(n_atoms)
     lines = [f"data set        {path} ({len(n)} structures, distance unit "
              f"{dataset.distance_unit})"]

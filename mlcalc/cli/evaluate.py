@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import click
 
-from mlcalc.cli.common import device_option, dtype_option, one_line_errors, threads_option
+from mlcalc.cli.common import (
+    device_option,
+    dtype_option,
+    model_and_argument,
+    one_line_errors,
+    optional_model_option,
+    threads_option,
+)
 
 
 def _parse_properties(text: str | None) -> list[str] | None:
@@ -21,8 +28,8 @@ def _parse_properties(text: str | None) -> list[str] | None:
 
 
 @click.command("eval")
-@click.argument("model")
-@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("args", nargs=-1, metavar="[MODEL] DATA")
+@optional_model_option
 @device_option
 @dtype_option
 @threads_option
@@ -34,16 +41,18 @@ def _parse_properties(text: str | None) -> list[str] | None:
               help="Comma-separated subset of energy,forces,stress (default: all the data "
                    "has; a requested one the data lacks is an error).")
 @one_line_errors
-def evaluate(model: str, data: str, device: str, dtype: str | None, threads: int | None,
-             batch_size: int, output_dir: str, properties: str | None) -> None:
-    """Evaluate MODEL (model.pt or bundled name) on DATA (an mlcalc ASE database, or any
-    labelled file ase.io reads: extxyz, traj, ...)."""
+def evaluate(args: tuple[str, ...], model: str | None, device: str, dtype: str | None,
+             threads: int | None, batch_size: int, output_dir: str,
+             properties: str | None) -> None:
+    """Evaluate MODEL (model.pt or bundled name; or -m MODEL) on DATA (an mlcalc ASE
+    database, or any labelled file ase.io reads: extxyz, traj, ...)."""
     import tempfile
 
     from mlcalc.cli.common import make_calculator
     from mlcalc.evaluate import evaluate as run_evaluate
     from mlcalc.evaluate import open_labelled, write_outputs
 
+    model, data = model_and_argument(args, model, "DATA")
     props = _parse_properties(properties)
     calc = make_calculator(model, device, dtype, threads)
     with tempfile.TemporaryDirectory(prefix="mlcalc-eval-") as workdir:

@@ -15,6 +15,8 @@ from mlcalc import properties as P
 from mlcalc.exceptions import InvalidStructureError
 
 _AXES = "abc"
+#: Largest atomic number (oganesson).
+MAX_Z = 118
 
 
 def validate_structure(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray,
@@ -38,8 +40,12 @@ def validate_structure(numbers: np.ndarray, positions: np.ndarray, cell: np.ndar
         raise InvalidStructureError(
             f"positions contain NaN or inf (atom {int(np.flatnonzero(bad)[0])})"
         )
-    if np.any(np.asarray(numbers) <= 0):
-        raise InvalidStructureError("atomic numbers must be positive")
+    numbers = np.asarray(numbers)
+    bad_z = (numbers <= 0) | (numbers > MAX_Z)
+    if bad_z.any():
+        raise InvalidStructureError(f"atomic number {int(numbers[bad_z][0])} (atom "
+                                    f"{int(np.flatnonzero(bad_z)[0])}) is not an element "
+                                    f"(1-{MAX_Z})")
     cell = np.asarray(cell, dtype=np.float64)
     if not np.isfinite(cell).all():
         raise InvalidStructureError("cell contains NaN or inf")

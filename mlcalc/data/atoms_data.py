@@ -38,12 +38,21 @@ def check_units(property_unit_dict: Mapping[str, str], distance_unit: str) -> No
             raise UnitError(f"unit of '{prop}' must be a string, got {unit!r}")
 
 
+#: Results ASE's database keeps in columns of its own when a structure is
+#: written with a calculator attached (how DFT workflows store their results).
+ROW_RESULTS = (P.energy, P.free_energy, P.forces, P.stress, P.energies)
+
+
 class ASEAtomsData(BaseAtomsData):
     """Labelled structures in an ASE SQLite database (``ase.db``).
 
     Labels live in each row's ``data`` in the declared units; units, atomrefs
     and user metadata live in ``db.metadata``. Create one with
     :meth:`create`, fill it with :meth:`add_systems`.
+
+    A plain ASE database (not written by mlcalc) is read too: its labels are
+    the calculator results ASE stored with each structure (energy, forces,
+    stress, ...) and whatever its rows' ``data`` hold, in ASE's units (eV, Å).
 
     Args:
         datapath: path of an existing database.
@@ -69,9 +78,15 @@ class ASEAtomsData(BaseAtomsData):
         # (ids with gaps) still maps 0..len-1 onto its rows.
         self._meta = self.db.metadata
         self._ids = [row.id for row in self.db.select(columns=["id"], include_data=False)]
+        self._row_results: set[str] = set()
         if "property_unit_dict" not in self._meta and self._ids:
-            # A database not written by mlcalc: labels in data, assumed in ASE units.
-            keys = list(self.db.get(id=self._ids[0]).data)
+            # A database not written by mlcalc: the calculator results ASE stored in
+            # its columns and the rows' data, assumed in ASE units.
+            first = self.db.get(id=self._ids[0])
+            keys = list(first.data)
+            self._row_results = {k for k in ROW_RESULTS
+                                 if k not in keys and first.get(k) is not None}
+            keys += sorted(self._row_results)
             self._meta = {"property_unit_dict": {k: INTERNAL_UNITS.get(k, "") for k in keys}}
 
     @property
@@ -158,7 +173,20 @@ class ASEAtomsData(BaseAtomsData):
     def _read(self, idx: int, props: Sequence[str]) -> tuple[Atoms, dict[str, np.ndarray]]:
         row = self.db.get(id=self._ids[idx])
         atoms = Atoms(numbers=row.numbers, positions=row.positions, cell=row.cell, pbc=row.pbc)
-        return atoms, {p: row.data[p] for p in props}
+        labels = {}
+        for p in props:
+            value = self.row_label(row, p)
+            if value is None:
+                raise MissingPropertyError(f"structure {idx} of '{self.name}' has no '{p}'")
+            labels[p] = value
+        return atoms, labels
+
+    def row_label(self, row, prop: str):
+        """Label ``prop`` of a database row as stored (its ``data``, or ASE's result
+        columns for a plain ASE database); None when the row lacks it."""
+        if prop in row.data:
+            return row.data[prop]
+        return row.get(prop) if prop in self._row_results else None
 
     def numbers_and_labels(self, indices: Iterable[int],
                            prop: str) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -17,7 +17,7 @@ from ase import Atoms
 from mlcalc import properties as P
 from mlcalc.data.atoms_data import ASEAtomsData
 from mlcalc.data.labels import STATE_ARRAYS
-from mlcalc.exceptions import MissingPropertyError
+from mlcalc.exceptions import InvalidStructureError, MissingPropertyError
 from mlcalc.units import INTERNAL_UNITS
 
 
@@ -58,6 +58,31 @@ def _create_and_fill(db_path: str | os.PathLike, frames: Sequence[Atoms],
     return data
 
 
+def read_frames(path: str | os.PathLike, index: str | int = ":") -> list[Atoms]:
+    """The structures of any file ``ase.io.read`` reads, or one clear error.
+
+    Raises:
+        FileNotFoundError: no such file.
+        InvalidStructureError: the file cannot be read or holds no structure.
+    """
+    import ase.io
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"input file '{os.fspath(path)}' does not exist")
+    try:
+        frames = ase.io.read(path, index=index)
+    except Exception as err:  # noqa: BLE001 - ase.io raises many kinds for unreadable files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise InvalidStructureError(f"{os.fspath(path)}: cannot read structures "
+                                    f"({type(err).__name__}{': ' + first if first else ''})"
+                                    ) from None
+    frames = [frames] if isinstance(frames, Atoms) else list(frames)
+    if not frames:
+        raise InvalidStructureError(f"{os.fspath(path)}: the file holds no structure "
+                                    f"(index={index!r})")
+    return frames
+
+
 def from_ase_file(path_in: str | os.PathLike, db_path: str | os.PathLike,
                   property_unit_dict: Mapping[str, str] | None = None,
                   distance_unit: str = "Ang", index: str | int = ":") -> ASEAtomsData:
@@ -71,14 +96,7 @@ def from_ase_file(path_in: str | os.PathLike, db_path: str | os.PathLike,
         distance_unit: unit of the positions in the file.
         index: frames to read, in ``ase.io.read`` syntax.
     """
-    import ase.io
-
-    if not os.path.isfile(path_in):
-        raise FileNotFoundError(f"input file '{os.fspath(path_in)}' does not exist")
-    frames = ase.io.read(path_in, index=index)
-    frames = [frames] if isinstance(frames, Atoms) else list(frames)
-    if not frames:
-        raise ValueError(f"no structures read from '{os.fspath(path_in)}' (index={index!r})")
+    frames = read_frames(path_in, index)
     if property_unit_dict is None:
         property_unit_dict = detect_properties(frames[0])
     return _create_and_fill(db_path, frames, property_unit_dict, distance_unit,

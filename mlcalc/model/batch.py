@@ -112,6 +112,7 @@ def atoms_to_batch(atoms_list: Sequence[Atoms], model, properties: Iterable[str]
     nl = neighbor_list or model_neighbor_list(model, device)
     examples = []
     for atoms in atoms_list:
+        inputs = atoms_to_inputs(atoms)  # validates the structure first
         check_elements(atoms.numbers, model.elements)
-        examples.append(nl({k: v.to(device) for k, v in atoms_to_inputs(atoms).items()}))
+        examples.append(nl({k: v.to(device) for k, v in inputs.items()}))
     return collate_atoms(examples)

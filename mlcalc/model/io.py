@@ -121,6 +121,11 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise ModelFileError(f"{path}: not a model file (not a torch archive: empty, corrupt, "
+                             "truncated or another format)")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -37,6 +37,10 @@ class RunFolderError(MlcalcError, FileExistsError):
     """The run folder holds a run that would be overwritten."""
 
 
+class FitDataError(MlcalcError, ValueError):
+    """The data set cannot make a training run (empty, or no validation structure left)."""
+
+
 class FitInterrupted(MlcalcError, RuntimeError):
     """Training was stopped by Ctrl-C or SIGTERM; the last checkpoint is kept."""
 
@@ -65,6 +69,7 @@ def _prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool) -> Path | None
     if resume:
         if not last.is_file():
             raise RunFolderError(f"cannot resume: {last} does not exist")
+        _check_same_model(recipe, run_dir / "recipe.yaml")
         return last
     if last.exists() or (run_dir / "model.pt").exists():
         raise RunFolderError(f"{run_dir} already holds a run; continue it with --resume or "
@@ -74,6 +79,34 @@ def _prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool) -> Path | None
     return None
 
 
+def _check_same_model(recipe: Recipe, saved_path: Path) -> None:
+    """A resumed run must build the same network: compare with the run's own recipe."""
+    if not saved_path.is_file():
+        return
+    saved, now = yaml.safe_load(saved_path.read_text()) or {}, recipe.to_dict()
+    for section in ("model", "offsets", "outputs"):
+        old, new = saved.get(section) or {}, now.get(section) or {}
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                raise RunFolderError(
+                    f"cannot resume: {section}.{key} is {old.get(key)!r} in {saved_path} but "
+                    f"{new.get(key)!r} in this recipe; resume with the run's own recipe, or "
+                    "start a new run in another --output-dir")
+
+
+def _check_split(dm, split_file: Path, split_existed: bool) -> None:
+    """At least one training and one validation structure, before Lightning starts."""
+    n_train, n_val = len(dm.train_idx), len(dm.val_idx)
+    if n_train and n_val:
+        return
+    if not split_existed:
+        split_file.unlink(missing_ok=True)  # ours and useless: a corrected recipe splits anew
+    raise FitDataError(
+        f"the split of {len(dm.dataset)} structures leaves {n_train} for training and {n_val} "
+        "for validation; training needs at least one of each (give data.num_train and "
+        "data.num_val as counts, e.g. num_val: 1)")
+
+
 def _build_model(recipe: Recipe) -> torch.nn.Module:
     """The untrained potential; elements from the data set, offsets set after the split."""
     from mlcalc.data import ASEAtomsData
@@ -81,6 +114,8 @@ def _build_model(recipe: Recipe) -> torch.nn.Module:
     from mlcalc.transform.neighbors import NeighborListSettings
 
     dataset = ASEAtomsData(recipe.data_path())
+    if len(dataset) == 0:
+        raise FitDataError(f"data set '{recipe.data.path}' holds no structures")
     dataset.require(list(recipe.outputs))  # fails before training, naming the missing label
     numbers = dataset.numbers_and_labels(range(len(dataset)), "energy")
     elements = sorted({int(z) for zs, _ in numbers for z in zs.tolist()})
@@ -91,7 +126,7 @@ def _build_model(recipe: Recipe) -> torch.nn.Module:
                                training=recipe.model.neighbor_list))
 
 
-def _data_module(recipe: Recipe, run_dir: Path, model: torch.nn.Module):
+def _data_module(recipe: Recipe, split_file: Path, model: torch.nn.Module):
     """Data module whose transforms remove the offsets and build the model's own pairs."""
     from mlcalc.data import AtomsDataModule
     from mlcalc.model import model_neighbor_list
@@ -106,7 +141,6 @@ def _data_module(recipe: Recipe, run_dir: Path, model: torch.nn.Module):
         transforms.append(remove)
     # the data loader builds pairs on CPU, with the backend the recipe names
     transforms.append(model_neighbor_list(model, "cpu", backend=model.neighbor_list.training))
-    split_file = Path(recipe.data.split_file) if recipe.data.split_file else run_dir / "split.npz"
     dm = AtomsDataModule(
         recipe.data_path(), batch_size=recipe.data.batch_size, num_train=recipe.data.num_train,
         num_val=recipe.data.num_val, num_test=recipe.data.num_test, split_file=split_file,
@@ -168,7 +202,10 @@ def fit(recipe: Recipe, output_dir: str | os.PathLike | None = None, resume: boo
     pl.seed_everything(t.seed, workers=True, verbose=False)
 
     model = _build_model(recipe)
-    dm, remove = _data_module(recipe, run_dir, model)
+    split_file = Path(recipe.data.split_file) if recipe.data.split_file else run_dir / "split.npz"
+    split_existed = split_file.exists()
+    dm, remove = _data_module(recipe, split_file, model)
+    _check_split(dm, split_file, split_existed)
     if remove is not None:
         model.set_offsets(remove.offsets)  # fitted on the training split by dm.setup
     outputs = [ModelOutput(name, spec.loss, spec.weight, spec.metrics, spec.per_atom)
