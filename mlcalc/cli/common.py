@@ -89,9 +89,13 @@ def make_calculator(model: str, device: str, dtype: str | None, threads: int | N
 
 def read_structure(path: str, index: str | int = -1):
     """One structure from any file ``ase.io`` reads, with a clear error otherwise."""
+    from pathlib import Path
+
     from mlcalc.data.convert import read_frames
     from mlcalc.exceptions import InvalidStructureError
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"structure file not found: {path}")
     atoms = read_frames(path, index)[-1]
     if len(atoms) == 0:
         raise InvalidStructureError(f"{path}: empty structure: it has no atoms")

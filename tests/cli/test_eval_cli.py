@@ -118,7 +118,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, model_file, emt_db):
         ((model_file, str(emt_db), "--properties", "forcs", *out),
          ("unknown property 'forcs'", "did you mean 'forces'")),
         ((model_file, str(tmp_path / "missing.db"), *out), ("data file not found",)),
-        ((model_file, str(garbage), *out), ("cannot read labelled structures",)),
+        ((model_file, str(garbage), *out), ("cannot read structures",)),
         ((model_file, str(unlabelled), *out), ("nothing to evaluate",)),
         ((str(tmp_path / "missing.pt"), str(emt_db), *out), ("model file not found",)),
         ((model_file, str(emt_db), "--properties", ",", *out), ("--properties is empty",)),

@@ -98,7 +98,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, model_file, cu_file):
                           "structure file not found")
     garbage = tmp_path / "garbage.xyz"
     garbage.write_text("this is not\na structure\n")
-    assert_one_line_error(run(str(garbage), "-m", model_file), "cannot read a structure")
+    assert_one_line_error(run(str(garbage), "-m", model_file), "cannot read structures")
 
     molecule = tmp_path / "molecule.xyz"
     ase.io.write(molecule, Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.4]]))
