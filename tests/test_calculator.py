@@ -20,6 +20,7 @@ from mlcalc.exceptions import (
     EnsembleError,
     InvalidStructureError,
     ModelFileError,
+    NonFiniteResultError,
     UnknownElementError,
     UnknownNameError,
 )
@@ -247,6 +248,11 @@ def test_unknown_element_is_named(model64):
     (lambda: Atoms("Cu2", positions=[[0, 0, 0], [2, 0, 0]], pbc=True), "cell vector a is zero"),
     (lambda: Atoms("Cu2", positions=[[0, 0, 0], [np.nan, 0, 0]]), "NaN or inf"),
     (lambda: Atoms(), "empty structure"),
+    (lambda: Atoms([200, 29], positions=[[0, 0, 0], [2, 0, 0]]),
+     r"atomic number 200 \(atom 0\) is not an element \(1-118\)"),
+    (lambda: Atoms("Cu3", positions=[[0, 0, 0], [2, 0, 0], [0, 0, 0]]),
+     r"atoms 0 and 2 are 0 Å apart, closer than 0.1 Å \(duplicated atoms\?\)"),
+    (lambda: Atoms("Cu2", positions=[[0, 0, 0], [0.05, 0, 0]]), "atoms 0 and 1 are 0.05 Å"),
 ])
 def test_bad_structures(model64, make, message):
     atoms = make()
@@ -262,6 +268,35 @@ def test_bad_model_files(tmp_path, model64):
     bad.write_bytes(model64.read_bytes()[:100])
     with pytest.raises(ModelFileError, match="corrupt or truncated"):
         MLCalculator(bad)
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ModelFileError, match="not a model file"):
+        MLCalculator(noise)  # was "contains pickled Python objects": misleading
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"dtype": "float16"}, UnknownNameError, "unknown dtype 'float16'"),
+    ({"threads": 0}, ValueError, "threads must be an integer >= 1, got 0"),
+    ({"skin": -1.0}, ValueError, "skin must be >= 0"),
+])
+def test_bad_options(model64, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        MLCalculator(model64, **kwargs)
+
+
+def test_a_non_finite_result_is_never_returned(model64):
+    calc = MLCalculator(model64)
+    with torch.no_grad():
+        calc.model.output_modules[0].net[-1].bias.fill_(float("nan"))
+    atoms = cu_cell()
+    atoms.calc = calc
+    with pytest.raises(NonFiniteResultError, match="non-finite"):
+        atoms.get_potential_energy()
+    assert "energy" not in calc.results
+    from mlcalc.model import predict
+
+    with pytest.raises(NonFiniteResultError):
+        predict(calc.model, cu_cell(), ["energy", "forces"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="machine has CUDA")

@@ -114,3 +114,12 @@ def test_bad_inputs_are_one_line_errors(tmp_path, crystal):
     ]
     for args, fragments in cases:
         assert_one_line_error(run(*args), *fragments)
+
+
+def test_the_model_may_be_given_with_m_as_everywhere_else(crystal):
+    plain = run("cu-emt", crystal, "--nve-steps", "0")
+    with_m = run("-m", "cu-emt", crystal, "--nve-steps", "0")
+    assert plain.exit_code == with_m.exit_code == 0, with_m.output
+    assert plain.output == with_m.output
+    result = run("-m", "cu-emt", "cu-emt", crystal)
+    assert result.exit_code != 0 and "'-m MODEL STRUCTURE'" in result.output

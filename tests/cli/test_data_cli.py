@@ -132,3 +132,13 @@ def test_bad_input_is_one_line_error(tmp_path, args, fragments):
     result = run(*[a.format(tmp=tmp_path) for a in args])
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "o.db").exists()
+
+
+@pytest.mark.parametrize("content", ["data_x\n_cell_length_a 3.6\nloop_\n_atom_site_label\n",
+                                     "not a structure at all\n"])
+def test_convert_an_unreadable_file_is_one_line(tmp_path, content):
+    bad = tmp_path / "bad.cif"
+    bad.write_text(content)
+    result = run("convert", str(bad), str(tmp_path / "out.db"))
+    assert_one_line_error(result, "bad.cif: cannot read structures")
+    assert not (tmp_path / "out.db").exists()

@@ -126,3 +126,12 @@ def test_bad_inputs_are_one_line_errors(tmp_path, model_file, emt_db):
     ]
     for args, fragments in cases:
         assert_one_line_error(run(*args), *fragments)
+
+
+def test_the_model_may_be_given_with_m_as_everywhere_else(tmp_path, model_file, emt_db):
+    a = run(model_file, str(emt_db), "--output-dir", str(tmp_path / "a"))
+    b = run("-m", model_file, str(emt_db), "--output-dir", str(tmp_path / "b"))
+    assert a.exit_code == b.exit_code == 0, b.output
+    assert (json.loads((tmp_path / "a" / "eval_metrics.json").read_text())["metrics"]
+            == json.loads((tmp_path / "b" / "eval_metrics.json").read_text())["metrics"])
+    assert_one_line_error(run("-m", model_file), "'-m MODEL DATA'")

@@ -93,3 +93,13 @@ def test_bad_inputs_are_one_line_errors(tmp_path, model_file, rattled):
 def test_help_does_not_import_torch(command):
     help_text = help_without_torch(command)
     assert "--device" in help_text
+
+
+def test_coincident_atoms_are_named_in_one_line(tmp_path):
+    path = tmp_path / "dup.xyz"
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.positions[3] = atoms.positions[1]
+    ase.io.write(path, atoms)
+    result = run(str(path), "-m", "cu-emt", "-o", str(tmp_path / "r"))
+    assert_one_line_error(result, "atoms 1 and 3 are 0 Å apart", "duplicated atoms")
+    assert not (tmp_path / "r.traj").exists() and not (tmp_path / "r.log").exists()

@@ -16,7 +16,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from mlcalc.calculator import MLCalculator
-from mlcalc.exceptions import InvalidStructureError, UnknownNameError
+from mlcalc.exceptions import InvalidStructureError, NonFiniteResultError, UnknownNameError
 from mlcalc.simulate.md import MDError, MDExplodedError, run_md
 from tests.conftest import tiny_model
 
@@ -196,11 +196,14 @@ class _BreaksAfter(EMT):
         if self.calls > self.n:
             if self.how == "nan":
                 self.results["energy"] = math.nan
+            elif self.how == "refused":  # what MLCalculator raises for NaN or collided atoms
+                raise NonFiniteResultError("the model gave a non-finite energy (NaN or inf)")
             else:
                 self.results["forces"] = self.results["forces"] * 1e6
 
 
 @pytest.mark.parametrize("how, message", [("nan", "non-finite energy"),
+                                          ("refused", "non-finite energy"),
                                           ("forces", "max |F|")])
 def test_explosion_stops_and_keeps_last_good_frame(tmp_path, how, message):
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1)
@@ -208,13 +211,22 @@ def test_explosion_stops_and_keeps_last_good_frame(tmp_path, how, message):
         run_md(atoms, _BreaksAfter(15, how), ensemble="nve", steps=50, interval=4,
                **files(tmp_path))
     assert "last good frame" in str(info.value)
-    frames = ase.io.read(tmp_path / "md.extxyz", ":")
+    frames = ase.io.read(tmp_path / "md.extxyz", ":")  # what the message says is kept, is
     last = frames[-1].info["step"]
     assert last == int(str(info.value).split("step ")[1].split(":")[0]) - 1
     assert all(np.isfinite(f.get_potential_energy()) for f in frames)
     assert np.abs(frames[-1].get_forces()).max() < 100
     assert column(read_log(tmp_path / "md.csv"), "step")[-1] == last
     np.testing.assert_allclose(atoms.positions, frames[-1].positions, atol=1e-7)  # 8 decimals
+
+
+def test_a_start_the_calculator_refuses_writes_nothing_and_says_so(tmp_path):
+    with pytest.raises(MDExplodedError, match="no step was good, so no file was written"):
+        run_md(cu32(), _BreaksAfter(0, "nan"), ensemble="nve", steps=5, **files(tmp_path))
+    assert not (tmp_path / "md.extxyz").exists() and not (tmp_path / "md.csv").exists()
+    with pytest.raises(NonFiniteResultError):  # raised before any step: its own message
+        run_md(cu32(), _BreaksAfter(0, "refused"), ensemble="nve", steps=5, **files(tmp_path))
+    assert not (tmp_path / "md.extxyz").exists() and not (tmp_path / "md.csv").exists()
 
 
 def test_uncertainty_threshold_stops_an_ensemble(tmp_path):

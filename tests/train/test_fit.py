@@ -197,3 +197,76 @@ def test_recipe_errors_are_one_line(tmp_path, emt_db, override, message):
     assert result.exit_code == 1
     assert message in result.output
     assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def _cu_cells(n: int, seed: int = 0):
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    cells = []
+    for k in range(n):
+        atoms = bulk("Cu", cubic=True) * (2, 1, 1)
+        atoms.rattle(0.05, seed=seed + k)
+        atoms.calc = EMT()
+        cells.append(atoms)
+    return cells
+
+
+def test_empty_data_set_is_one_line(tmp_path):
+    from mlcalc.data import ASEAtomsData
+
+    db = tmp_path / "empty.db"
+    ASEAtomsData.create(db, property_unit_dict={"energy": "eV", "forces": "eV/Ang"})
+    result = run("fit", write_recipe(tmp_path, db), "--no-progress")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == f"Error: data set '{db}' holds no structures"
+
+
+def test_a_split_without_validation_structures_is_refused_before_training(tmp_path):
+    from mlcalc.data import ASEAtomsData
+
+    db = tmp_path / "three.db"
+    ASEAtomsData.create(db, property_unit_dict={"energy": "eV", "forces": "eV/Ang"}
+                        ).add_systems(_cu_cells(3))
+    recipe = write_recipe(tmp_path, db, data__num_train=0.7, data__num_val=0.2)
+    result = run("fit", recipe, "--no-progress")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "leaves 2 for training and 0 for validation" in result.output
+    assert not (tmp_path / "run" / "split.npz").exists()  # the corrected recipe splits anew
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    fixed = write_recipe(tmp_path, db, data__num_train=2, data__num_val=1,
+                         train__max_epochs=1)
+    assert run("fit", fixed, "--no-progress").exit_code == 0
+
+
+def test_resume_with_another_model_is_refused_naming_the_key(tmp_path, emt_db):
+    recipe = write_recipe(tmp_path, emt_db, train__max_epochs=1)
+    assert run("fit", recipe, "--no-progress").exit_code == 0
+    before = (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes()
+    result = run("fit", recipe, "--no-progress", "--resume", "--set", "model.n_atom_basis=16")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot resume: model.n_atom_basis is 12" in result.output and "16" in result.output
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_a_plain_ase_database_with_calculator_results_trains(tmp_path):
+    """How DFT workflows store results: db.write(atoms) with a calculator attached."""
+    import ase.db
+
+    db_path = tmp_path / "plain.db"
+    with ase.db.connect(db_path) as db:
+        for atoms in _cu_cells(12):
+            atoms.get_stress()
+            db.write(atoms)
+    recipe = write_recipe(tmp_path, db_path, data__num_train=8, data__num_val=2,
+                          train__max_epochs=1)
+    result = run("fit", recipe, "--no-progress")
+    assert result.exit_code == 0, result.output
+    from mlcalc.data import ASEAtomsData
+
+    data = ASEAtomsData(db_path)
+    assert {"energy", "forces", "stress"} <= set(data.available_properties)
+    atoms = data.get_atoms(3)
+    reference = _cu_cells(12)[3]
+    assert atoms.calc.results["energy"] == pytest.approx(reference.get_potential_energy())
+    np.testing.assert_allclose(atoms.calc.results["forces"], reference.get_forces())
