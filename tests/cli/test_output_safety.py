@@ -101,6 +101,7 @@ def test_a_second_run_on_the_same_prefix_stops_with_one_line(setup, tmp_path):
     assert md(setup, tmp_path).exit_code == 0  # a killed holder leaves no stale lock
 
 
+@pytest.mark.slow
 def test_two_md_processes_in_one_folder(setup, tmp_path):
     """Really concurrent: one finishes, the other stops at once with one line."""
     model, structure = setup

@@ -29,6 +29,7 @@ def _run(code: str, where: Path, **env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_a_second_checkout_loads_the_first_build_without_compiling(tmp_path):
     """Build in one checkout, import from a second one with the same cache, then the
     first again: no compilation, the very same shared object."""
@@ -59,12 +60,14 @@ def test_the_key_follows_what_changes_the_build(monkeypatch):
     assert build.build_key() != key
 
 
+@pytest.mark.slow
 def test_the_module_entry_point_builds_ahead_of_time():
     result = _run("import runpy; runpy.run_module('mlcalc.kernels', run_name='__main__')", REPO)
     assert result.returncode == 0, result.stderr
     assert f"ready in {build.build_dir()}" in result.stdout
 
 
+@pytest.mark.slow
 def test_turned_off_by_environment():
     code = ("from mlcalc import kernels; from ase.build import bulk; from mlcalc.model import "
             "predict; from tests.conftest import tiny_model\n"
@@ -76,6 +79,7 @@ def test_turned_off_by_environment():
     assert "MLCALC_KERNELS=0" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_failed_build_warns_once_and_runs_the_reference(tmp_path):
     code = ("import warnings; warnings.simplefilter('always')\n"
             "from mlcalc import kernels; from ase.build import bulk\n"

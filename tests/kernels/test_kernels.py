@@ -116,6 +116,7 @@ def test_cfconv_matches_full_list_and_derivatives_are_exact(message_path):
     assert torch.autograd.gradgradcheck(conv, (x, W))
 
 
+@pytest.mark.slow
 def test_ops_trace_under_torch_compile(model_name):
     """Fake implementations let torch.compile trace the ops without a graph break."""
     model = tiny_model(model_name, torch.float64)

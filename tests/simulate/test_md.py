@@ -75,6 +75,7 @@ def test_initial_velocities_seeded_and_stationary(tmp_path):
     ("nvt-langevin", {"friction_per_fs": 0.05}),
     ("nvt-bussi", {"tdamp_fs": 20.0}),
 ])
+@pytest.mark.slow
 def test_nvt_mean_temperature_near_target(tmp_path, ensemble, options):
     # 32 atoms: instantaneous T fluctuates by sqrt(2/3N) ~ 14 % (43 K). Over the
     # last 800 fs (~40 decorrelated samples) the mean has a standard error of
