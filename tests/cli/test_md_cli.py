@@ -7,7 +7,7 @@ import csv
 import ase.io
 import pytest
 import torch
-from ase.build import bulk, molecule
+from ase.build import molecule
 from click.testing import CliRunner
 
 from mlcalc import save_model
@@ -17,15 +17,6 @@ from tests.conftest import assert_one_line_error, tiny_model
 
 def run(*args: str):
     return CliRunner().invoke(cli, ["md", *map(str, args)])
-
-
-@pytest.fixture
-def setup(tmp_path):
-    """A tiny float64 model file and an 8-atom Cu cell."""
-    model = save_model(tiny_model("schnet", torch.float64), tmp_path / "model.pt")
-    structure = tmp_path / "cu.xyz"
-    ase.io.write(structure, bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1))
-    return model, structure
 
 
 def steps_in_log(path) -> list[int]:

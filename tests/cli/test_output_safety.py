@@ -12,13 +12,11 @@ import time
 
 import ase.io
 import pytest
-import torch
 from ase.build import bulk
 from click.testing import CliRunner
 
-from mlcalc import save_model
 from mlcalc.cli.main import cli
-from tests.conftest import assert_one_line_error, tiny_model
+from tests.conftest import assert_one_line_error
 
 MD_FILES = ("md.extxyz", "md.csv", "md_final.extxyz", "md.png")
 
@@ -29,14 +27,6 @@ def run(*args) -> object:
 
 def snapshot(folder, names) -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in names}
-
-
-@pytest.fixture
-def setup(tmp_path):
-    model = save_model(tiny_model("schnet", torch.float64), tmp_path / "model.pt")
-    structure = tmp_path / "cu.xyz"
-    ase.io.write(structure, bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1))
-    return model, structure
 
 
 def md(setup, tmp_path, *extra):
