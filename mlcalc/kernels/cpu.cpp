@@ -129,6 +129,14 @@ torch::Tensor pair_product(torch::Tensor g, torch::Tensor x, torch::Tensor a, to
   return out;
 }
 
+// The backward of cfconv in one call: gx = cfconv(grad, W) (the same gather, both
+// edges of a pair share W) and gW = pair_product(grad, x).
+std::vector<torch::Tensor> cfconv_backward(torch::Tensor grad, torch::Tensor x, torch::Tensor W,
+                                           torch::Tensor a, torch::Tensor b, torch::Tensor order,
+                                           torch::Tensor rowptr) {
+  return {cfconv_forward(grad, W, a, b, order, rowptr), pair_product(grad, x, a, b)};
+}
+
 // ---------------------------------------------------------------------------
 // PaiNN message. x (N, 3F) = [x_s | x_vs | x_vv] context features, W (P, 3F) filters,
 // u (P, 3) unit vectors a -> b, mu (N, 3, F) vector features.
@@ -316,6 +324,7 @@ std::vector<torch::Tensor> painn_message_backward(torch::Tensor gq, torch::Tenso
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cfconv_forward", &cfconv_forward, "SchNet cfconv forward (half list)");
   m.def("pair_product", &pair_product, "g_a x_b + g_b x_a for every pair (half list)");
+  m.def("cfconv_backward", &cfconv_backward, "cfconv's backward: (cfconv(g, W), pair_product(g, x))");
   m.def("painn_message_forward", &painn_message_forward, "PaiNN message forward (half list)");
   m.def("painn_message_backward", &painn_message_backward, "PaiNN message backward (half list)");
 }

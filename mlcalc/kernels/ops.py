@@ -20,6 +20,7 @@ Each op has
 The ops:
 
 ``cfconv(x, W, ...)``          (N, F): ``out_i = Σ_edges W_p ∘ x_j`` (SchNet)
+``cfconv_backward(g, x, W, ...)``  its gradients for x and W, in one call
 ``pair_product(g, x, ...)``    (P, F): ``g_a ∘ x_b + g_b ∘ x_a`` (its filter gradient)
 ``painn_message(x, W, u, mu, ...)``  Δq (N, F), Δμ (N, 3, F) (PaiNN's message)
 ``painn_message_backward(...)``      its vector-Jacobian product
@@ -48,6 +49,11 @@ def _cfconv_ref(x: Tensor, W: Tensor, a: Tensor, b: Tensor) -> Tensor:
     out.index_add_(0, a, W * x.index_select(0, b))
     out.index_add_(0, b, W * x.index_select(0, a))
     return out
+
+
+def _pair_product_ref(g: Tensor, x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return g.index_select(0, a) * x.index_select(0, b) + g.index_select(0, b) * x.index_select(
+        0, a)
 
 
 def _painn_ref(x: Tensor, W: Tensor, u: Tensor, mu: Tensor, a: Tensor,
@@ -94,8 +100,15 @@ def cfconv(x: Tensor, W: Tensor, a: Tensor, b: Tensor, order: Tensor, rowptr: Te
 def pair_product(g: Tensor, x: Tensor, a: Tensor, b: Tensor, order: Tensor,
                  rowptr: Tensor) -> Tensor:
     """``g_a ∘ x_b + g_b ∘ x_a`` for every pair: g, x (N, F) -> (P, F)."""
-    return g.index_select(0, a) * x.index_select(0, b) + g.index_select(0, b) * x.index_select(
-        0, a)
+    return _pair_product_ref(g, x, a, b)
+
+
+@custom_op("mlcalc::cfconv_backward", mutates_args=())
+def cfconv_backward(grad: Tensor, x: Tensor, W: Tensor, a: Tensor, b: Tensor, order: Tensor,
+                    rowptr: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients of :func:`cfconv` for x and W in one call: ``cfconv(grad, W)``,
+    ``pair_product(grad, x)``."""
+    return _cfconv_ref(grad, W, a, b), _pair_product_ref(grad, x, a, b)
 
 
 @custom_op("mlcalc::painn_message", mutates_args=())
@@ -113,7 +126,7 @@ def painn_message_backward(gq: Tensor, gmu: Tensor, x: Tensor, W: Tensor, u: Ten
     return _painn_backward_ref(gq, gmu, x, W, u, mu, a, b)
 
 
-OPS = (cfconv, pair_product, painn_message, painn_message_backward)
+OPS = (cfconv, pair_product, cfconv_backward, painn_message, painn_message_backward)
 
 
 @cfconv.register_fake
@@ -124,6 +137,11 @@ def _(x, W, a, b, order, rowptr):
 @pair_product.register_fake
 def _(g, x, a, b, order, rowptr):
     return x.new_empty((a.shape[0], x.shape[1]))
+
+
+@cfconv_backward.register_fake
+def _(grad, x, W, a, b, order, rowptr):
+    return torch.empty_like(x), torch.empty_like(W)
 
 
 @painn_message.register_fake
@@ -145,9 +163,22 @@ def _save_all(ctx, inputs, output) -> None:
 
 def _cfconv_backward(ctx, grad):
     x, W, a, b, order, rowptr = ctx.saved_tensors
-    gx = cfconv(grad, W, a, b, order, rowptr) if ctx.needs_input_grad[0] else None
-    gW = pair_product(grad, x, a, b, order, rowptr) if ctx.needs_input_grad[1] else None
+    gx, gW = cfconv_backward(grad, x, W, a, b, order, rowptr)
     return gx, gW, None, None, None, None
+
+
+def _cfconv_backward_backward(ctx, vx, vW):
+    """Derivatives of s = <vx, cfconv(g, W)> + <vW, pair_product(g, x)>."""
+    grad, x, W, a, b, order, rowptr = ctx.saved_tensors
+    graph = (a, b, order, rowptr)
+    d_g, d_x, d_W = torch.zeros_like(grad), torch.zeros_like(x), torch.zeros_like(W)
+    if vx is not None:
+        d_g = d_g + cfconv(vx, W, *graph)
+        d_W = d_W + pair_product(vx, grad, *graph)
+    if vW is not None:
+        d_g = d_g + cfconv(x, vW, *graph)
+        d_x = d_x + cfconv(grad, vW, *graph)
+    return d_g, d_x, d_W, None, None, None, None
 
 
 def _pair_product_backward(ctx, grad):
@@ -202,6 +233,7 @@ def _painn_backward_backward(ctx, vx, vW, vu, vmu):
 
 
 cfconv.register_autograd(_cfconv_backward, setup_context=_save_all)
+cfconv_backward.register_autograd(_cfconv_backward_backward, setup_context=_save_all)
 pair_product.register_autograd(_pair_product_backward, setup_context=_save_all)
 painn_message.register_autograd(_painn_backward, setup_context=_save_all)
 painn_message_backward.register_autograd(_painn_backward_backward, setup_context=_save_all)
@@ -216,6 +248,9 @@ def register_cpu(library: ModuleType) -> None:
                            library.cfconv_forward(x, W, a, b, order, rowptr))
     pair_product.register_kernel("cpu", lambda g, x, a, b, order, rowptr:
                                  library.pair_product(g, x, a, b))
+    cfconv_backward.register_kernel("cpu", lambda grad, x, W, a, b, order, rowptr:
+                                    tuple(library.cfconv_backward(grad, x, W, a, b, order,
+                                                                  rowptr)))
     painn_message.register_kernel(
         "cpu", lambda x, W, u, mu, a, b, order, rowptr:
         tuple(library.painn_message_forward(x, W, u, mu, a, b, order, rowptr)))
