@@ -1,7 +1,10 @@
 """Errors of a model on a labelled data set: what ``mlcalc eval`` computes.
 
 Labels come from an :class:`~mlcalc.data.ASEAtomsData` (converted to eV, Å
-on load); predictions from :meth:`MLCalculator.calculate_many` in batches.
+on load); predictions from the calculator's model and neighbor list in
+batches (:func:`mlcalc.model.predict_defined`). Stress is compared on the
+structures periodic in all three directions (a data set may also hold slabs
+and clusters, whose stress is undefined).
 Metric names and units match the test metrics that ``mlcalc fit`` stores in
 the model file (``energy_per_atom``, ``forces``, ``stress``), plus the total
 ``energy``, so the two can be compared directly.
@@ -106,7 +109,7 @@ def choose_properties(available: Sequence[str], requested: Sequence[str] | None,
         elif prop not in implemented:
             reason = f"the model does not compute '{prop}'"
         elif prop == P.stress and not periodic:
-            reason = "stress needs every structure periodic in all three directions"
+            reason = "no structure is periodic in all three directions (stress is undefined)"
         if reason is None:
             chosen.append(prop)
         elif requested is not None:
@@ -131,23 +134,28 @@ def evaluate(calc, data, properties: Sequence[str] | None = None,
     n = len(data)
     if n == 0:
         raise MissingPropertyError(f"data set '{data.name}' holds no structures")
-    # stress needs every structure periodic: decide before predicting anything
-    periodic = P.stress in data.available_properties and all(
+    # stress is compared where it is defined: decide before predicting anything
+    periodic = P.stress in data.available_properties and any(
         data.get_atoms(i).pbc.all() for i in range(n))
     props, skipped = choose_properties(data.available_properties, properties, periodic,
                                        calc.model.implemented_properties)
+    from mlcalc.model import model_neighbor_list, predict_defined
+
+    nl = model_neighbor_list(calc.model, calc.device, backend=calc.backend)
     ref: dict[str, list[np.ndarray]] = {k: [] for k, (p, _) in METRICS.items() if p in props}
     pred: dict[str, list[np.ndarray]] = {k: [] for k in ref}
     n_atoms = 0
     # Read one chunk at a time so that memory is bounded by the batch, not the data set.
     for start in range(0, n, batch_size):
         chunk = [data.get_atoms(i) for i in range(start, min(n, start + batch_size))]
-        labels = [atoms.calc.results for atoms in chunk]  # before calculate_many replaces calc
-        results = calc.calculate_many(chunk, props, batch_size=batch_size)
+        labels = [atoms.calc.results for atoms in chunk]
+        results = predict_defined(calc.model, chunk, props, nl, batch_size)
         for atoms, label, res in zip(chunk, labels, results, strict=True):
             n_atoms += len(atoms)
             for key in ref:
                 prop = METRICS[key][0]
+                if prop not in res or prop not in label:
+                    continue  # undefined for this structure (the stress of a slab)
                 scale = len(atoms) if key == "energy_per_atom" else 1
                 ref[key].append(np.ravel(label[prop]) / scale)
                 pred[key].append(np.ravel(res[prop]) / scale)

@@ -26,7 +26,10 @@ class Forces(nn.Module):
     (:meth:`required_derivatives`), so nothing is differentiated that was not
     asked for, and the module keeps no switches between calls.
 
-    Stress is Voigt-6 in eV/Å³ with ASE's sign (negative under compression).
+    Stress is Voigt-6 in eV/Å³ with ASE's sign (negative under compression);
+    NaN for a structure of the batch that is not periodic in all three
+    directions (a slab or a cluster beside bulk cells in a training batch;
+    inference refuses to ask for it).
     Hessian is (3n, 3n) in eV/Å² for a batch of one structure. The graph is
     kept for a second derivative when the model trains (a loss on the forces)
     or the Hessian is asked for.
@@ -80,8 +83,12 @@ class Forces(nn.Module):
                 inputs[self.hessian_key] = self._hessian(forces, inputs[P.R])
         if wanted_s:
             cell = inputs[P.cell].detach()
-            volume = torch.abs(torch.linalg.det(cell))  # (M,)
-            inputs[self.stress_key] = full_to_voigt(grads[k]) / volume[:, None]
+            periodic = inputs[P.pbc].all(dim=1)  # (M,)
+            # stress is undefined (NaN) for a structure not periodic in 3D; the
+            # volume there is set to 1 so that no gradient goes through 1/0
+            volume = torch.where(periodic, torch.abs(torch.linalg.det(cell)), 1.0)  # (M,)
+            stress = full_to_voigt(grads[k]) / volume[:, None]
+            inputs[self.stress_key] = torch.where(periodic[:, None], stress, torch.nan)
         return inputs
 
     def _hessian(self, forces: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,29 @@ def _not_for(what: str, given: dict[str, bool]) -> None:
         raise click.ClickException(f"{', '.join(bad)} does not apply to {what}")
 
 
+#: Structures of ``mlcalc data generate`` when neither -n nor counts are given.
+DEFAULT_N = 200
+
+
+def _parse_kinds(kinds: tuple[str, ...], no_surfaces: bool,
+                 default: tuple[str, ...]) -> tuple[str, ...] | dict[str, int]:
+    """``--kinds bulk --kinds md`` or ``--kinds bulk=100 --kinds md=50`` (not mixed)."""
+    if no_surfaces and any(k.split("=")[0] == "surface" for k in kinds):
+        raise click.ClickException("--no-surfaces contradicts --kinds surface")
+    with_counts = [k for k in kinds if "=" in k]
+    if with_counts and len(with_counts) != len(kinds):
+        raise click.ClickException("give every --kinds a count (bulk=100) or none")
+    if with_counts:
+        counts = {}
+        for item in kinds:
+            name, _, count = item.partition("=")
+            if not count.isdigit():
+                raise click.ClickException(f"--kinds {item}: the count must be an integer")
+            counts[name] = int(count)
+        return counts
+    return tuple(k for k in (kinds or default) if not (no_surfaces and k == "surface"))
+
+
 @data.command("generate")
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--calculator", default="emt", show_default=True,
@@ -72,33 +95,38 @@ def _not_for(what: str, given: dict[str, bool]) -> None:
 @click.option("--elements", "-e", multiple=True,
               help="Element symbol; repeat for random alloys (emt: Ag Al Au Cu Ni Pd Pt, "
                    "default Cu; lj: one symbol, default Ar).")
-@click.option("--n-structures", "-n", type=int, default=200, show_default=True)
+@click.option("--n-structures", "-n", type=int, default=None,
+              help="Structures in all, split evenly over the kinds [default: 200; with counts "
+                   "in --kinds: their sum].")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed: the same seed gives the same data set.")
 @click.option("--kinds", multiple=True,
-              help="emt: structure kind, repeat for several: bulk, md, vacancy, surface "
-                   "[default: all].")
+              help="emt: structure kind (bulk, strain, md, vacancy, hop, surface, cluster), "
+                   "optionally with a count (surface=40); repeat for several "
+                   "[default: bulk md vacancy surface].")
 @click.option("--no-surfaces", is_flag=True,
-              help="emt: leave out the surface slabs, so that stress is labelled.")
-@click.option("--stress/--no-stress", default=None,
-              help="emt: label stress [default: exactly when there are no surfaces].")
+              help="emt: leave out the surface slabs.")
+@click.option("--stress/--no-stress", default=True, show_default=True,
+              help="emt: label stress where it is defined (periodic structures; slabs and "
+                   "clusters get none).")
 @click.option("--temperature-K", "temperatures_K", type=float, multiple=True,
               help="emt: MD temperature in K, repeat for several [default: 300 600 1200].")
 @click.option("--supercell", type=(int, int, int), default=None,
               help="emt: repetitions of the cubic fcc cell [default: 2 2 2].")
 @click.option("--n-atoms", type=(int, int), default=None,
               help="lj: smallest and largest cluster size [default: 8 20].")
-def generate(out: str, calculator: str, elements: tuple[str, ...], n_structures: int, seed: int,
-             kinds: tuple[str, ...], no_surfaces: bool, stress: bool | None,
+def generate(out: str, calculator: str, elements: tuple[str, ...], n_structures: int | None,
+             seed: int, kinds: tuple[str, ...], no_surfaces: bool, stress: bool,
              temperatures_K: tuple[float, ...], supercell: tuple[int, int, int] | None,
              n_atoms: tuple[int, int] | None) -> None:
     """Label reference structures with an ASE calculator and write them to OUT (.db).
 
-    With emt the set holds strained bulk, MD snapshots, vacancies and surface
-    slabs; stress is labelled only when every structure is fully periodic, so
-    use --no-surfaces (or --kinds without surface) to train on stress.
+    With emt the set holds any of: strained bulk, homogeneous strains (EOS,
+    elastic constants), MD snapshots, vacancies, vacancy hops, (111)/(100)/(110)
+    slabs and small clusters; stress is labelled on the periodic structures.
     """
-    from mlcalc.data.generate import EMT_KINDS, generate_emt, generate_lj
+    from mlcalc.data.generate import generate_emt, generate_lj
+    from mlcalc.data.generate.emt import DEFAULT_KINDS
     from mlcalc.exceptions import unknown_name
 
     _refuse_existing(out)
@@ -110,23 +138,24 @@ def generate(out: str, calculator: str, elements: tuple[str, ...], n_structures:
         if name == "lj":
             _not_for("--calculator lj", {
                 "--kinds": bool(kinds), "--no-surfaces": no_surfaces,
-                "--stress/--no-stress": stress is not None,
+                "--no-stress": not stress,
                 "--temperature-K": bool(temperatures_K), "--supercell": supercell is not None})
             if len(elements) > 1:
                 raise click.ClickException("--calculator lj takes one element, got "
                                            f"{', '.join(elements)}")
             # Options not given keep the library's defaults (one place for them).
             given = {"n_atoms": n_atoms, "element": elements[0] if elements else None}
-            dataset = generate_lj(out, n_structures, seed=seed, progress=_progress_printer(),
+            dataset = generate_lj(out, n_structures or DEFAULT_N, seed=seed,
+                                  progress=_progress_printer(),
                                   **{k: v for k, v in given.items() if v is not None})
         else:
             _not_for("--calculator emt", {"--n-atoms": n_atoms is not None})
-            if no_surfaces and "surface" in kinds:
-                raise click.ClickException("--no-surfaces contradicts --kinds surface")
-            kinds = tuple(k for k in (kinds or EMT_KINDS) if not (no_surfaces and k == "surface"))
+            chosen = _parse_kinds(kinds, no_surfaces, DEFAULT_KINDS)
+            if not isinstance(chosen, dict) and n_structures is None:
+                n_structures = DEFAULT_N
             given = {"elements": elements or None, "temperatures_K": temperatures_K or None,
                      "supercell": supercell}
-            dataset = generate_emt(out, n_structures=n_structures, seed=seed, kinds=kinds,
+            dataset = generate_emt(out, n_structures=n_structures, seed=seed, kinds=chosen,
                                    stress=stress, progress=_progress_printer(),
                                    **{k: v for k, v in given.items() if v is not None})
     meta = dataset.metadata
@@ -135,9 +164,6 @@ def generate(out: str, calculator: str, elements: tuple[str, ...], n_structures:
     detail = f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else ""
     click.echo(f"wrote {out}: {len(dataset)} structures{detail}; labels {props}; "
                f"{time.perf_counter() - start:.1f} s")
-    if name == "emt" and "surface" in kinds and not meta.get("stress_labelled"):
-        click.echo("note: stress not labelled (slabs are not periodic along z); use "
-                   "--no-surfaces for a set with stress")
 
 
 # --- convert ---------------------------------------------------------------------

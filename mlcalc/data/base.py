@@ -207,6 +207,8 @@ class BaseAtomsData(torch.utils.data.Dataset, abc.ABC):
             if not per_atom:
                 value = value[0]
             if prop in _ASE_RESULTS:
+                if not np.isfinite(value).any():
+                    continue  # an undefined label (the stress of a slab): not a result
                 results[prop] = float(value) if value.ndim == 0 else value
             elif per_atom:
                 atoms.arrays[prop] = value

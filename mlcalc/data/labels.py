@@ -16,6 +16,9 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from mlcalc import properties as P
 from mlcalc.exceptions import InvalidStructureError, MissingPropertyError
 
+#: The stress label of a structure that is not periodic in 3D: undefined.
+UNDEFINED_STRESS = np.full(6, np.nan)
+
 #: Arrays of ase.Atoms that describe the state, not labels.
 STATE_ARRAYS = {"numbers", "positions", "momenta", "masses", "tags", "initial_magmoms",
                  "initial_charges", "spacegroup_kinds"}
@@ -62,6 +65,10 @@ def gather_labels(atoms: Atoms, props: Sequence[str], given: Mapping[str, Any] |
 
     Returns:
         The labels, and the names that came from ``atoms.arrays`` (per-atom).
+        The stress of a structure not periodic in all three directions is
+        undefined and stored as :data:`UNDEFINED_STRESS` (six NaN), so that
+        bulk cells, slabs and clusters can share one data set; training and
+        evaluation leave it out (see :mod:`mlcalc.train.task`).
 
     Raises:
         MissingPropertyError: a label is missing.
@@ -71,6 +78,9 @@ def gather_labels(atoms: Atoms, props: Sequence[str], given: Mapping[str, Any] |
     atomwise: set[str] = set()
     n = len(atoms)
     for prop in props:
+        if prop == P.stress and not np.asarray(atoms.pbc).all():
+            labels[prop] = UNDEFINED_STRESS.copy()  # whatever a calculator may have said
+            continue
         value = given.get(prop) if given is not None else _lookup(atoms, prop, atomwise)
         if value is None:
             raise MissingPropertyError(

@@ -20,12 +20,12 @@ from mlcalc.model.potential import (
     build_potential,
     dtype_name,
 )
-from mlcalc.model.predict import predict, split_results
+from mlcalc.model.predict import predict, predict_defined, split_results
 
 __all__ = [
     "DTYPES", "INPUT_MODULES", "OUTPUT_MODULES", "POSTPROCESSORS", "AtomisticModel",
     "EnsemblePotential", "NeuralNetworkPotential", "atoms_to_batch", "build_potential",
     "check_elements", "check_stress_defined", "dtype_name", "load_model",
-    "model_neighbor_list", "predict", "read_model_file", "save_model", "split_results",
-    "structure_inputs",
+    "model_neighbor_list", "predict", "predict_defined", "read_model_file", "save_model",
+    "split_results", "structure_inputs",
 ]

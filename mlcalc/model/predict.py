@@ -49,6 +49,36 @@ def predict(model: torch.nn.Module, atoms: Atoms | Sequence[Atoms],
     return split_results(out, batch[P.n_atoms].tolist(), props)
 
 
+def predict_defined(model: torch.nn.Module, atoms_list: Sequence[Atoms],
+                    properties: Iterable[str], neighbor_list: NeighborList | None = None,
+                    batch_size: int = 32) -> list[dict[str, float | np.ndarray]]:
+    """:func:`predict` in batches, every property only where it is defined.
+
+    Stress is asked only of the structures periodic in all three directions;
+    the others' dicts have no ``stress`` (a data set may mix bulk cells with
+    slabs and clusters). Same numbers as :func:`predict`.
+
+    Args:
+        model, neighbor_list: as :func:`predict`.
+        atoms_list: the structures.
+        properties: as :func:`predict`.
+        batch_size: structures per model call.
+    """
+    props = list(dict.fromkeys(properties))
+    groups = [[k for k, a in enumerate(atoms_list) if a.pbc.all()],
+              [k for k, a in enumerate(atoms_list) if not a.pbc.all()]]
+    if P.stress not in props:
+        groups = [list(range(len(atoms_list)))]
+    results: list[dict[str, float | np.ndarray]] = [{} for _ in atoms_list]
+    for group, wanted in zip(groups, (props, [p for p in props if p != P.stress]), strict=False):
+        for start in range(0, len(group), batch_size):
+            chunk = group[start:start + batch_size]
+            for k, res in zip(chunk, predict(model, [atoms_list[k] for k in chunk], wanted,
+                                             neighbor_list), strict=True):
+                results[k] = res
+    return results
+
+
 def split_results(out: dict[str, torch.Tensor], n_atoms: Sequence[int],
                   properties: Iterable[str]) -> list[dict[str, float | np.ndarray]]:
     """Cut batch outputs into one float64 numpy dict per structure.

@@ -269,13 +269,16 @@ def _test_metrics(trainer, task, dm) -> dict[str, dict[str, float]]:
         unit = UNITS["energy_per_atom"] if out.per_atom else UNITS[out.name]
         entry: dict[str, Any] = {"unit": unit}
         for name in out.split_metrics("test"):
-            entry[name] = float(logged[f"test_{out.name}_{name}"])
-        metrics[out.name + ("_per_atom" if out.per_atom else "")] = entry
+            key = f"test_{out.name}_{name}"
+            if key in logged:  # absent: no test structure has the label (stress of slabs)
+                entry[name] = float(logged[key])
+        if len(entry) > 1:
+            metrics[out.name + ("_per_atom" if out.per_atom else "")] = entry
     return metrics
 
 
 def _plots(run_dir: Path, model, dm, props: list[str]) -> None:
-    from mlcalc.model import predict
+    from mlcalc.model import predict_defined
     from mlcalc.plots import learning_curve, parity_plot
 
     logs = sorted((run_dir / "logs").glob("version_*/metrics.csv"),
@@ -286,16 +289,17 @@ def _plots(run_dir: Path, model, dm, props: list[str]) -> None:
     atoms_list = [dm.dataset.get_atoms(int(i)) for i in idx[:500]]
     if not atoms_list:
         return
-    preds: list[dict] = []
-    for start in range(0, len(atoms_list), 32):
-        preds += predict(model, atoms_list[start:start + 32], props)
+    preds = predict_defined(model, atoms_list, props)
     for prop in props:
         ref, pred = [], []
         for atoms, res in zip(atoms_list, preds, strict=True):
+            if prop not in res or prop not in atoms.calc.results:
+                continue  # undefined here (the stress of a slab)
             label = atoms.calc.results[prop]
             scale = len(atoms) if prop == "energy" else 1
             ref.append(np.ravel(label) / scale)
             pred.append(np.ravel(res[prop]) / scale)
         unit = UNITS["energy_per_atom"] if prop == "energy" else UNITS[prop]
-        parity_plot(np.concatenate(ref), np.concatenate(pred), prop, unit,
-                    run_dir / f"parity_{prop}.png")
+        if ref:
+            parity_plot(np.concatenate(ref), np.concatenate(pred), prop, unit,
+                        run_dir / f"parity_{prop}.png")

@@ -8,7 +8,9 @@ gradients on in validation and test so forces can be evaluated there.
 
 Targets carry their offsets removed (``RemoveOffsets`` in the data
 pipeline), so the task calls the model with ``postprocess=False`` in every
-split; the model itself is left as it was given.
+split; the model itself is left as it was given. Undefined labels (stored as
+NaN: the stress of a slab or a cluster in a data set that also holds bulk
+cells) are left out of losses and metrics.
 """
 
 from __future__ import annotations
@@ -130,12 +132,19 @@ class AtomisticTask(pl.LightningModule):
         n_atoms = batch[P.n_atoms]
         per_atom_counts = n_atoms.to(torch.float64)
         total = torch.zeros((), dtype=torch.float64, device=n_atoms.device)
+        present = []  # the outputs this batch has labels of
         for out in self.outputs:
             count = per_atom_counts if pred[out.name].dim() == 1 else per_atom_counts[:, None]
             p, t = out.prepare(pred[out.name], targets[out.name], count)
+            defined = torch.isfinite(t)  # NaN: an undefined label (the stress of a slab)
+            if not bool(defined.all()):
+                p, t = p[defined], t[defined]
+            if t.numel() == 0:
+                continue  # nothing of this property in the batch (only slabs and clusters)
             loss = out.loss(p.double(), t.double())
             total = total + loss
             out.update_metrics(split, p, t)
+            present.append(out)
             self.log(f"{split}_{out.name}_loss", loss, batch_size=len(n_atoms),
                      on_step=False, on_epoch=True)
         if split == "train" and not torch.isfinite(total):
@@ -144,7 +153,7 @@ class AtomisticTask(pl.LightningModule):
                 f"step {self.global_step}")
         self.log(f"{split}_loss", total, batch_size=len(n_atoms), on_step=False, on_epoch=True,
                  prog_bar=split != "test")
-        for out in self.outputs:
+        for out in present:  # a metric with no data would log NaN
             for name, metric in out.split_metrics(split).items():
                 self.log(f"{split}_{out.name}_{name}", metric, on_step=False, on_epoch=True,
                          batch_size=len(n_atoms))

@@ -59,14 +59,22 @@ def test_generate_convert_info_round_trip(tmp_path):
     assert "generator: ase.calculators.emt.EMT" in infos[0].output
 
 
-def test_generate_default_emt_has_no_stress_and_says_so(tmp_path):
+def test_generate_default_emt_labels_stress_where_periodic(tmp_path):
     result = run("generate", str(tmp_path / "s.db"), "-n", "4", "--supercell", "1", "1", "1",
                  "--temperature-K", "500")
     assert result.exit_code == 0, result.output
-    assert "note: stress not labelled" in result.output and "--no-surfaces" in result.output
     info = run("info", str(tmp_path / "s.db"))
     assert "3 periodic (3D), 1 slab (2D)" in info.output
-    assert "stress" not in info.output.split("properties")[1].splitlines()[0]
+    assert "stress" in info.output.split("properties")[1].splitlines()[0]
+
+
+def test_generate_kinds_with_counts(tmp_path):
+    result = run("generate", str(tmp_path / "k.db"), "--supercell", "1", "1", "1",
+                 "--kinds", "strain=2", "--kinds", "cluster=2", "--kinds", "hop=1")
+    assert result.exit_code == 0, result.output
+    assert "5 structures (strain 2, cluster 2, hop 1)" in result.output
+    assert_one_line_error(run("generate", str(tmp_path / "m.db"), "--kinds", "strain=2",
+                              "--kinds", "bulk"), "give every --kinds a count")
 
 
 def test_generate_lj_and_info(tmp_path):
@@ -111,7 +119,7 @@ def test_refuses_to_overwrite(tmp_path):
     (["generate", "{tmp}/o.db", "-e", "Cuu"], ["did you mean 'Cu'"]),
     (["generate", "{tmp}/o.db", "--kinds", "vacancies"], ["did you mean 'vacancy'"]),
     (["generate", "{tmp}/o.db", "--kinds", "surface", "--no-surfaces"], ["contradicts"]),
-    (["generate", "{tmp}/o.db", "--stress"], ["surfaces"]),
+    (["generate", "{tmp}/o.db", "--kinds", "bulk=x"], ["must be an integer"]),
     (["generate", "{tmp}/o.db", "-n", "0"], ["n_structures"]),
     (["generate", "{tmp}/o.db", "--calculator", "lj", "--kinds", "bulk"], ["--kinds"]),
     (["generate", "{tmp}/o.db", "--calculator", "lj", "-e", "Ar", "-e", "Ne"], ["one element"]),

@@ -135,3 +135,17 @@ def test_the_model_may_be_given_with_m_as_everywhere_else(tmp_path, model_file, 
     assert (json.loads((tmp_path / "a" / "eval_metrics.json").read_text())["metrics"]
             == json.loads((tmp_path / "b" / "eval_metrics.json").read_text())["metrics"])
     assert_one_line_error(run("-m", model_file), "'-m MODEL DATA'")
+
+
+def test_stress_is_compared_where_it_is_defined(tmp_path, model_file):
+    from mlcalc.data.generate import generate_emt
+
+    db = tmp_path / "mixed.db"
+    generate_emt(db, kinds={"bulk": 3, "surface": 2, "cluster": 2}, supercell=(1, 1, 1))
+    result = run(model_file, str(db), "--output-dir", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "eval_metrics.json").read_text())["metrics"]
+    assert metrics["stress"]["n"] == 3 * 6  # the three bulk cells only
+    assert metrics["forces"]["n"] == 3 * (4 * 3) + 3 * sum(
+        len(ASEAtomsData(db).get_atoms(i)) for i in range(3, 7))
+    assert np.isfinite(metrics["stress"]["mae"])

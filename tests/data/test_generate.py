@@ -27,7 +27,7 @@ def assert_same(a: ASEAtomsData, b: ASEAtomsData) -> None:
     for x, y in zip(ra, rb, strict=True):
         assert x.keys() == y.keys()
         for key in x:
-            assert np.array_equal(x[key], y[key]), key
+            assert np.array_equal(x[key], y[key], equal_nan=True), key
 
 
 def test_emt_reproducible_by_seed(tmp_path):
@@ -59,22 +59,52 @@ def test_emt_labels_equal_emt_recomputed(tmp_path, elements):
         assert atoms.pbc.all()
 
 
-def test_stress_only_for_fully_periodic_sets(tmp_path):
+def test_stress_labelled_where_defined_and_undefined_for_slabs(tmp_path):
     data = generate_emt(tmp_path / "s.db", **TINY)  # default kinds include surfaces
-    assert P.stress not in data.available_properties
-    assert data.metadata["stress_labelled"] is False
+    assert P.stress in data.available_properties
+    assert data.metadata["stress_labelled"] is True
     assert data.metadata["kinds"] == {"bulk": 2, "md": 2, "vacancy": 2, "surface": 2}
     pbcs = [tuple(data.get_atoms(i).pbc) for i in range(len(data))]
     assert pbcs.count((True, True, False)) == 2 and pbcs.count((True, True, True)) == 6
     slab = data.get_atoms(len(data) - 1)
+    assert "stress" not in slab.calc.results  # undefined: stored as NaN, not a result
+    assert np.isnan(data.get_properties(len(data) - 1)[P.stress]).all()
     slab_ref = slab.copy()
     slab_ref.calc = EMT()
     assert slab_ref.get_potential_energy() == pytest.approx(slab.get_potential_energy(),
                                                             abs=1e-10)
     assert np.ptp(slab.positions[:, 2]) < slab.cell[2, 2] - 10.0  # vacuum kept
-    with pytest.raises(ValueError, match="surfaces"):
-        generate_emt(tmp_path / "t.db", stress=True, **TINY)
-    assert not (tmp_path / "t.db").exists()
+    bulk_cell = data.get_atoms(0)
+    reference = bulk_cell.copy()
+    reference.calc = EMT()
+    np.testing.assert_allclose(bulk_cell.get_stress(), reference.get_stress(), atol=1e-12)
+
+
+def test_every_kind_reproducible_and_labelled_by_emt(tmp_path):
+    kinds = {"bulk": 1, "strain": 2, "md": 2, "vacancy": 1, "hop": 2, "surface": 3,
+             "cluster": 4}
+    kw = dict(kinds=kinds, supercell=(2, 1, 1), temperatures_K=(300.0, 1500.0), seed=5)
+    data = generate_emt(tmp_path / "all.db", **kw)
+    assert_same(data, generate_emt(tmp_path / "again.db", **kw))
+    assert len(data) == sum(kinds.values()) and data.metadata["kinds"] == kinds
+    shapes = {}
+    for i in range(len(data)):
+        stored = data.get_atoms(i)
+        atoms = stored.copy()
+        atoms.calc = EMT()
+        assert atoms.get_potential_energy() == pytest.approx(stored.get_potential_energy(),
+                                                             abs=1e-10)
+        key = (tuple(stored.pbc), len(stored))
+        shapes[key] = shapes.get(key, 0) + 1
+    assert sum(n for (pbc, _), n in shapes.items() if pbc == (True, True, False)) == 3
+    clusters = [size for (pbc, size), n in shapes.items() if not any(pbc) for _ in range(n)]
+    assert len(clusters) == 4 and 13 in clusters and 7 in clusters
+    assert sum(n for (pbc, size), n in shapes.items() if all(pbc) and size == 7) == 3
+    with pytest.raises(ValueError, match="add up to"):
+        generate_emt(tmp_path / "x.db", n_structures=5, kinds={"bulk": 2})
+
+
+def test_no_stress_on_request(tmp_path):
     no_stress = generate_emt(tmp_path / "u.db", kinds=("bulk",), stress=False, **TINY)
     assert P.stress not in no_stress.available_properties
 
