@@ -46,3 +46,14 @@ def test_reproduces_emt_lattice_constant_and_forces():
     f_ref, f_ml = reference.get_forces(), atoms.get_forces()
     assert np.abs(f_ml - f_ref).mean() < 0.05 * np.abs(f_ref).mean() + 0.02
     assert abs(atoms.get_potential_energy() - reference.get_potential_energy()) / 32 < 0.01
+
+
+@pytest.mark.slow
+def test_the_bundled_model_meets_its_fidelity_targets_against_emt():
+    """docs/fitting.rst's table, recomputed: every property within its target."""
+    from ase.calculators.emt import EMT
+
+    from mlcalc.simulate.fidelity import fidelity, format_rows
+
+    rows = fidelity(lambda: MLCalculator("cu-emt", threads=1), EMT, "Cu", nve_steps=500)
+    assert all(row.met for row in rows), format_rows(rows)

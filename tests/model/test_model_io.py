@@ -43,22 +43,29 @@ def test_load_restores_dtype_and_allows_override(saved):
 
 
 def test_format_1_files_still_load_with_the_same_numbers(tmp_path):
-    """The bundled model was written in format 1 (cutoff etc. repeated at the top)."""
+    """Format 1 repeated cutoff, elements, offsets and dtype at the top level and kept
+    other neighbor-list keys; such a file still loads, to the same numbers."""
     from ase.build import bulk
 
     from mlcalc.model import predict
-    from mlcalc.pretrained import resolve_model_path
 
-    old = resolve_model_path("cu-emt")
-    assert read_model_file(old)["format_version"] == 1
-    model = load_model(old)
-    resaved = load_model(save_model(model, tmp_path / "v2.pt"))
-    assert read_model_file(tmp_path / "v2.pt")["format_version"] == FORMAT_VERSION
+    model = tiny_model("painn", torch.float32)
+    content = torch.load(save_model(model, tmp_path / "v2.pt", metadata={"epochs": 7}),
+                         weights_only=True)
+    config = content["config"]
+    content.update(format_version=1, cutoff=config["representation"]["cutoff"],
+                   elements=config["elements"], dtype=config["dtype"],
+                   offsets={"mean_per_atom": 0.0, "atomrefs": {}},
+                   neighbor_list={"cutoff": 4.0, "full_list": True, "cpu": "matscipy",
+                                  "cuda": "torch"})
+    torch.save(content, tmp_path / "v1.pt")
+    assert read_model_file(tmp_path / "v1.pt")["format_version"] == 1
+    old, new = load_model(tmp_path / "v1.pt"), load_model(tmp_path / "v2.pt")
+    assert old.neighbor_list == new.neighbor_list and old.metadata == {"epochs": 7}
     atoms = bulk("Cu", cubic=True) * (2, 2, 2)
     atoms.rattle(0.05, seed=0)
-    a, b = (predict(m, atoms, ["energy", "forces"])[0] for m in (model, resaved))
+    a, b = (predict(m, atoms, ["energy", "forces"])[0] for m in (old, new))
     assert a["energy"] == b["energy"] and (a["forces"] == b["forces"]).all()
-    assert resaved.metadata == model.metadata and model.metadata["epochs"] == 60
 
 
 def test_missing_file(tmp_path):
