@@ -94,6 +94,24 @@ def _load(spec: ModelSpec, device: torch.device, dtype) -> NeuralNetworkPotentia
     return load_model(resolve_model_path(spec), device=device, dtype=dtype)
 
 
+def load_potential(model: ModelSpec | Sequence[ModelSpec], device: torch.device,
+                   dtype: str | torch.dtype | None = None
+                   ) -> NeuralNetworkPotential | EnsemblePotential:
+    """The potential a model argument names, in evaluation mode on ``device``.
+
+    Args:
+        model: a model file, a bundled name, a loaded potential (or ensemble),
+            or a list of those (an ensemble).
+        device: where the weights go.
+        dtype: network precision; None keeps the model's.
+    """
+    if isinstance(model, list | tuple):
+        names = [str(m) if not isinstance(m, torch.nn.Module) else f"member {k}"
+                 for k, m in enumerate(model)]
+        return EnsemblePotential([_load(m, device, dtype) for m in model], names).eval()
+    return _load(model, device, dtype).eval()
+
+
 class MLCalculator(Calculator):
     """ASE calculator for mlcalc models (and ensembles of them).
 
@@ -137,14 +155,7 @@ class MLCalculator(Calculator):
         keep_freed_memory()  # no page faults from per-step allocations (see mlcalc.allocator)
         self.threads = set_threads(threads)
         self.device = resolve_device(device)
-        if isinstance(model, list | tuple):
-            names = [str(m) if not isinstance(m, torch.nn.Module) else f"member {k}"
-                     for k, m in enumerate(model)]
-            members = [_load(m, self.device, dtype) for m in model]
-            self.model: NeuralNetworkPotential | EnsemblePotential = EnsemblePotential(
-                members, names)
-        else:
-            self.model = _load(model, self.device, dtype)
+        self.model = load_potential(model, self.device, dtype)
         if isinstance(self.model, EnsemblePotential):
             self.implemented_properties = [*MLCalculator.implemented_properties,
                                            P.energy_std, P.forces_std, P.stress_std]
@@ -277,4 +288,5 @@ def _same(a, b) -> bool:
         return a is b
 
 
-__all__ = ["DEFAULT_SKIN", "MLCalculator", "default_threads", "resolve_device", "set_threads"]
+__all__ = ["DEFAULT_SKIN", "MLCalculator", "default_threads", "load_potential", "resolve_device",
+           "set_threads"]

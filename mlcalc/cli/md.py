@@ -28,16 +28,17 @@ class _ProgressBar:
     run, which a log file keeps readable.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, unit: str = "step") -> None:
         self._bar = None
         self._done = 0
         self._plain = not sys.stderr.isatty()
         self._next_tenth = 1
+        self._unit = unit
 
     def __call__(self, done: int, total: int, ns_per_day: float, eta_s: float) -> None:
         if self._plain:
             if done * 10 >= self._next_tenth * total:
-                click.echo(f"md: step {done}/{total} ({100 * done // max(total, 1)}%), "
+                click.echo(f"md: {self._unit} {done}/{total} ({100 * done // max(total, 1)}%), "
                            f"{ns_per_day:.3g} ns/day, ETA {eta_s:.0f} s", err=True)
                 self._next_tenth = 10 * done // max(total, 1) + 1
             return
@@ -95,14 +96,21 @@ class _ProgressBar:
 @click.option("--on-uncertainty", type=click.Choice(UNCERTAINTY_ACTIONS), default="stop",
               show_default=True, help="What to do when the threshold is exceeded.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--replicas", type=int, default=None,
+              help="N independent trajectories of STRUCTURE in one TorchSim batch (an input "
+                   "with many frames runs one per frame): PREFIX_000.extxyz, ...")
 @one_line_errors
 def md(structure: str, models: tuple[str, ...], device: str, dtype: str | None,
        threads: int | None, ensemble: str, temperature_K: float, timestep_fs: float,
        pressure_GPa: float, friction_per_fs: float, tdamp_fs: float, pdamp_fs: float,
        barostat: str, steps: int, seed: int, prefix: str, interval: int, fmt: str,
        restart: bool, uncertainty_threshold: float | None, on_uncertainty: str,
-       no_progress: bool, overwrite: bool) -> None:
-    """Run molecular dynamics of STRUCTURE (any file ase.io reads) with MODEL."""
+       no_progress: bool, overwrite: bool, replicas: int | None) -> None:
+    """Run molecular dynamics of STRUCTURE (any file ase.io reads) with MODEL.
+
+    With --replicas N, or a STRUCTURE file with many frames, independent
+    trajectories run in one TorchSim batch (nve or nvt-langevin).
+    """
     # every option is checked before a structure is read or a model loaded
     settings = MDSettings(
         ensemble=ensemble, steps=steps, timestep_fs=timestep_fs, temperature_K=temperature_K,
@@ -119,6 +127,12 @@ def md(structure: str, models: tuple[str, ...], device: str, dtype: str | None,
     from mlcalc.simulate.outputs import output_lock, refuse_existing
 
     prefix = _strip_extension(prefix)
+    from mlcalc.cli.md_replicas import many_frames, run_batched
+
+    if replicas is not None or many_frames(structure):
+        run_batched(structure, models, device, dtype, threads, settings, prefix, fmt, replicas,
+                    restart, overwrite, None if no_progress else _ProgressBar("atom-step"))
+        return
     trajectory, log = f"{prefix}.{fmt}", f"{prefix}.csv"
     with output_lock(prefix):  # before reading anything: a second run stops at once
         if not restart:

@@ -4,7 +4,9 @@ A thin layer over :func:`mlcalc.simulate.relax.relax`. Writes
 ``<prefix>.extxyz`` (the relaxed structure with energy, forces and stress),
 ``<prefix>.traj`` (every step) and ``<prefix>.log`` (the optimizer's log),
 and exits non-zero when the optimizer did not converge (the files are
-written all the same, so the run can be inspected or continued).
+written all the same, so the run can be inspected or continued). An input
+with many frames relaxes them all (batched through TorchSim when it is
+installed; see :mod:`mlcalc.cli.relax_many`).
 """
 
 from __future__ import annotations
@@ -32,21 +34,39 @@ from mlcalc.cli.common import model_options, one_line_errors
               help="Prefix of the files written: PREFIX.extxyz, PREFIX.traj, PREFIX.log.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the files of an earlier run with this prefix (else refused).")
+@click.option("--batched/--no-batched", default=None,
+              help="Many frames: relax them in one TorchSim batch [default: when TorchSim "
+                   "is installed] or one by one with ASE.")
 @one_line_errors
 def relax(structure: str, model: str, device: str, dtype: str | None, threads: int | None,
           optimizer: str, fmax: float, steps: int, cell: bool, pressure_GPa: float,
-          fix_symmetry: bool, prefix: str, overwrite: bool) -> None:
-    """Relax the positions (and with --cell the cell) of STRUCTURE (any file ase.io reads)."""
+          fix_symmetry: bool, prefix: str, overwrite: bool, batched: bool | None) -> None:
+    """Relax the positions (and with --cell the cell) of STRUCTURE (any file ase.io reads).
+
+    STRUCTURE with many frames (extxyz, traj, db): every frame is relaxed, written to
+    PREFIX.extxyz with a converged flag, and summarised in PREFIX.csv.
+    """
     from pathlib import Path
 
     import ase.io
     from ase.units import GPa
 
     from mlcalc.cli.common import make_calculator, read_structure
+    from mlcalc.data.convert import read_frames
     from mlcalc.simulate.outputs import output_lock, refuse_existing
     from mlcalc.simulate.relax import check_options
     from mlcalc.simulate.relax import relax as run_relax
 
+    frames = read_frames(structure) if Path(structure).is_file() else []
+    if len(frames) > 1:
+        from mlcalc.cli.relax_many import relax_frames
+
+        if fix_symmetry:
+            raise click.ClickException("--fix-symmetry relaxes one structure at a time")
+        check_options(frames[0], optimizer, fmax, steps, cell, pressure_GPa)
+        relax_frames(frames, model, device, dtype, threads, optimizer, fmax, steps, cell,
+                     pressure_GPa, prefix, overwrite, batched)
+        return
     files = {k: f"{prefix}.{k}" for k in ("extxyz", "traj", "log")}
     with output_lock(prefix):  # a second run with this prefix stops at once
         refuse_existing(files.values(), overwrite, "--overwrite or another -o")

@@ -6,6 +6,7 @@ from mlcalc.model.batch import (
     atoms_to_batch,
     check_elements,
     check_stress_defined,
+    inputs_to_batch,
     model_neighbor_list,
     structure_inputs,
 )
@@ -25,7 +26,7 @@ from mlcalc.model.predict import predict, predict_defined, split_results
 __all__ = [
     "DTYPES", "INPUT_MODULES", "OUTPUT_MODULES", "POSTPROCESSORS", "AtomisticModel",
     "EnsemblePotential", "NeuralNetworkPotential", "atoms_to_batch", "build_potential",
-    "check_elements", "check_stress_defined", "dtype_name", "load_model",
+    "check_elements", "check_stress_defined", "dtype_name", "inputs_to_batch", "load_model",
     "model_neighbor_list", "predict", "predict_defined", "read_model_file", "save_model",
     "split_results", "structure_inputs",
 ]

@@ -107,12 +107,29 @@ def atoms_to_batch(atoms_list: Sequence[Atoms], model, properties: Iterable[str]
     props = list(properties)
     if P.stress in props:
         check_stress_defined(atoms_list)
-    if device is None:
-        device = next(model.parameters()).device
-    nl = neighbor_list or model_neighbor_list(model, device)
     examples = []
     for atoms in atoms_list:
         inputs = atoms_to_inputs(atoms)  # validates the structure first
         check_elements(atoms.numbers, model.elements)
-        examples.append(nl({k: v.to(device) for k, v in inputs.items()}))
-    return collate_atoms(examples)
+        examples.append(inputs)
+    return inputs_to_batch(examples, model, device, neighbor_list)
+
+
+def inputs_to_batch(examples: Sequence[dict[str, torch.Tensor]], model,
+                    device: torch.device | str | None = None,
+                    neighbor_list: NeighborList | None = None) -> dict[str, torch.Tensor]:
+    """Pairs for structure dicts (as :func:`mlcalc.data.atoms_to_inputs` makes), collated.
+
+    The step :func:`atoms_to_batch` shares with engines that hold their
+    structures as tensors (TorchSim): each structure goes to ``device``, gets
+    the model's neighbor list there, and the dicts are collated.
+
+    Args:
+        examples: per structure ``numbers`` (n,), ``positions`` (n, 3) float64,
+            ``cell`` (1, 3, 3), ``pbc`` (1, 3), ``n_atoms`` (1,).
+        model, device, neighbor_list: as :func:`atoms_to_batch`.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    nl = neighbor_list or model_neighbor_list(model, device)
+    return collate_atoms([nl({k: v.to(device) for k, v in ex.items()}) for ex in examples])

@@ -57,6 +57,16 @@ class RelaxResult:
     max_stress: float | None
 
 
+@dataclass
+class RelaxedFrame:
+    """One of many relaxed frames: the structure (results attached), whether it
+    converged, and its largest force in eV/Å."""
+
+    atoms: Atoms
+    converged: bool
+    fmax: float
+
+
 def optimizer_class(name: str) -> type:
     """The ASE optimizer class for ``name`` (case-insensitive); UnknownNameError otherwise."""
     import ase.optimize
@@ -163,4 +173,5 @@ def _relax(atoms: Atoms, calc: Calculator, opt_class, fmax: float, steps: int, c
     return RelaxResult(relaxed, converged, n_steps, energy, final_fmax, max_stress)
 
 
-__all__ = ["OPTIMIZERS", "RelaxResult", "check_options", "optimizer_class", "relax"]
+__all__ = ["OPTIMIZERS", "RelaxResult", "RelaxedFrame", "check_options", "optimizer_class",
+           "relax"]
