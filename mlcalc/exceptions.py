@@ -89,5 +89,9 @@ class NonFiniteResultError(MlcalcError, FloatingPointError):
     """The model produced NaN or inf; nothing is returned."""
 
 
+class SchNetPackImportError(MlcalcError, ValueError):
+    """A SchNetPack model file cannot be imported: unsafe, damaged or unsupported."""
+
+
 class MlcalcWarning(UserWarning):
     """Base class of the warnings mlcalc issues on purpose (the CLI prints them as one line)."""

@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("mlcalc.cli.evaluate", "evaluate", "Errors of a model on a labelled data set."),
     "check": ("mlcalc.cli.check", "check", "Physics audit of a model on a structure."),
     "bench": ("mlcalc.cli.bench", "bench", "Benchmark MD and training throughput."),
+    "import-schnetpack": ("mlcalc.cli.import_schnetpack", "import_schnetpack",
+                          "Convert a SchNetPack 2 model file (best_model) to model.pt."),
     "kernels": ("mlcalc.cli.kernels", "kernels",
                 "Build the fused CPU kernels ahead of time (e.g. on a login node)."),
 }

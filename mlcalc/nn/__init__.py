@@ -8,6 +8,7 @@ from mlcalc.nn.radial import (
     BesselRBF,
     CosineCutoff,
     GaussianRBF,
+    MollifierCutoff,
     PolynomialCutoff,
     get_cutoff_fn,
     get_radial_basis,
@@ -16,6 +17,6 @@ from mlcalc.nn.scatter import scatter_add
 
 __all__ = [
     "ACTIVATIONS", "CUTOFF_FUNCTIONS", "RADIAL_BASES", "BesselRBF", "CosineCutoff", "Dense",
-    "GaussianRBF", "PolynomialCutoff", "build_mlp", "get_activation", "get_cutoff_fn",
-    "get_radial_basis", "scatter_add", "shifted_softplus",
+    "GaussianRBF", "MollifierCutoff", "PolynomialCutoff", "build_mlp", "get_activation",
+    "get_cutoff_fn", "get_radial_basis", "scatter_add", "shifted_softplus",
 ]

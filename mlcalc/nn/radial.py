@@ -83,8 +83,27 @@ class PolynomialCutoff(nn.Module):
         return f * (x < 1.0).to(d.dtype)
 
 
+class MollifierCutoff(nn.Module):
+    """f(d) = exp(1 - 1 / (1 - (d / r_c)²)) for d + ε < r_c, else 0 (ε = 1e-7 Å).
+
+    1 at d = 0 and infinitely smooth at r_c (every derivative vanishes there);
+    SchNetPack's ``MollifierCutoff``, read by the SchNetPack import.
+    """
+
+    def __init__(self, cutoff: float, eps: float = 1e-7) -> None:
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.eps = float(eps)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        mask = (d + self.eps < self.cutoff).to(d.dtype)
+        x = d * mask / self.cutoff  # 0 outside: the exponent stays finite
+        return torch.exp(1.0 - 1.0 / (1.0 - x * x)) * mask
+
+
 RADIAL_BASES = {"gaussian": GaussianRBF, "bessel": BesselRBF}
-CUTOFF_FUNCTIONS = {"cosine": CosineCutoff, "polynomial": PolynomialCutoff}
+CUTOFF_FUNCTIONS = {"cosine": CosineCutoff, "polynomial": PolynomialCutoff,
+                    "mollifier": MollifierCutoff}
 
 
 def get_radial_basis(name: str, n_rbf: int, cutoff: float) -> nn.Module:
@@ -95,7 +114,7 @@ def get_radial_basis(name: str, n_rbf: int, cutoff: float) -> nn.Module:
 
 
 def get_cutoff_fn(name: str, cutoff: float) -> nn.Module:
-    """Cutoff function by name: ``cosine`` or ``polynomial``."""
+    """Cutoff function by name: ``cosine``, ``polynomial`` or ``mollifier``."""
     if name not in CUTOFF_FUNCTIONS:
         raise unknown_name("cutoff function", name, CUTOFF_FUNCTIONS)
     return CUTOFF_FUNCTIONS[name](cutoff)

@@ -70,7 +70,7 @@ class PaiNN(Representation):
         cutoff: cutoff radius in Å.
         n_rbf: number of radial basis functions.
         radial_basis: ``gaussian`` or ``bessel``.
-        cutoff_fn: ``cosine`` or ``polynomial``.
+        cutoff_fn: ``cosine``, ``polynomial`` or ``mollifier``.
         shared_interactions: one set of block weights for all interactions.
         shared_filters: one filter network output for all interactions.
         max_z: largest atomic number that can be embedded.

@@ -51,7 +51,7 @@ class SchNet(Representation):
         cutoff: cutoff radius in Å.
         n_rbf: number of radial basis functions.
         radial_basis: ``gaussian`` or ``bessel``.
-        cutoff_fn: ``cosine`` or ``polynomial``.
+        cutoff_fn: ``cosine``, ``polynomial`` or ``mollifier``.
         n_filters: width of the filters (default: n_atom_basis).
         shared_interactions: use one set of weights for all interactions.
         max_z: largest atomic number that can be embedded.

@@ -12,6 +12,7 @@ from mlcalc.nn import (
     BesselRBF,
     CosineCutoff,
     GaussianRBF,
+    MollifierCutoff,
     PolynomialCutoff,
     build_mlp,
     get_activation,
@@ -26,7 +27,7 @@ def test_scatter_add_sums_into_rows():
     assert torch.equal(out, torch.tensor([[3.0, 4.0], [0.0, 0.0], [6.0, 8.0], [0.0, 0.0]]))
 
 
-@pytest.mark.parametrize("cls", [CosineCutoff, PolynomialCutoff])
+@pytest.mark.parametrize("cls", [CosineCutoff, PolynomialCutoff, MollifierCutoff])
 def test_cutoff_functions_are_one_at_zero_and_vanish_smoothly(cls):
     fn = cls(5.0)
     d = torch.tensor([0.0, 4.999999, 5.0, 6.0], dtype=torch.float64, requires_grad=True)
