@@ -163,8 +163,9 @@ def phonons_x_l(symbol: str, calc: object, a0: float) -> tuple[np.ndarray, np.nd
     result = run_phonons(bulk(symbol, "fcc", a=a0), calc, supercell=(4, 4, 4),
                          mesh=(4, 4, 4), temperatures_K=(300.0,), output_dir=None)
     ph = result.phonopy
-    return (np.sort(ph.get_frequencies([0.5, 0.0, 0.5])),
-            np.sort(ph.get_frequencies([0.5, 0.5, 0.5])))
+    ph.run_qpoints([[0.5, 0.0, 0.5], [0.5, 0.5, 0.5]])
+    x, l_point = ph.qpoints.frequencies
+    return np.sort(x), np.sort(l_point)
 
 
 def cluster13(symbol: str, calc: object, a0: float) -> tuple[float, float]:
