@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from mlcalc.integrations.schnetpack.mapping import ElementsGuessedWarning, convert
-from mlcalc.integrations.schnetpack.reader import SUPPORTED, read_pickled_model
+from mlcalc.integrations.schnetpack.reader import SUPPORTED, model_of, read_pickled_model
 from mlcalc.model.potential import DTYPES, NeuralNetworkPotential, dtype_name
 from mlcalc.units import conversion_factor
 
@@ -29,7 +29,9 @@ def load_schnetpack(path: str | os.PathLike, energy_unit: str = "eV",
     """Read a SchNetPack 2 ``best_model`` as an mlcalc potential (eV, Å).
 
     Args:
-        path: the model file (a pickled SchNetPack ``NeuralNetworkPotential``).
+        path: the model file: SchNetPack's ``best_model`` (a pickled
+            ``NeuralNetworkPotential``) or a Lightning checkpoint of its
+            ``AtomisticTask`` (``.ckpt``).
         energy_unit: energy unit the model was trained in (``eV``,
             ``kcal/mol``, ``Hartree``, ...).
         length_unit: length unit of its positions (``Ang``, ``Bohr``, ...).
@@ -54,7 +56,7 @@ def load_schnetpack(path: str | os.PathLike, energy_unit: str = "eV",
     length = conversion_factor(length_unit, "Ang")
     if dtype is not None:
         dtype = DTYPES[dtype_name(dtype)]
-    model = convert(read_pickled_model(path), energy, length, elements, source=str(path),
+    model = convert(model_of(read_pickled_model(path)), energy, length, elements, source=str(path),
                     dtype=dtype)
     model.metadata = {"imported_from": "schnetpack", "source": Path(path).name,
                       "energy_unit": energy_unit, "length_unit": length_unit,

@@ -2,24 +2,22 @@
 
 What maps to what (SchNetPack → mlcalc):
 
-=======================================  ==========================================
-``representation.SchNet``                :class:`~mlcalc.representation.SchNet`
-  ``interactions.k.filter_network``        ``interactions.k.filter_net``
-``representation.PaiNN``                 :class:`~mlcalc.representation.PaiNN`
-  ``interactions.k.interatomic_context_net``  ``messages.k.context_net``
-  ``mixing.k.intraatomic_context_net``     ``updates.k.context_net`` (output
-                                           blocks reordered, see below)
-  ``mixing.k.mu_channel_mix``              ``updates.k.channel_mix``
-  ``epsilon`` (1e-8)                       ``epsilon`` (kept: exact numbers)
-``nn.GaussianRBF`` / ``nn.BesselRBF``    ``gaussian`` / ``bessel`` (centres, widths
-                                         and frequencies copied)
-``nn.CosineCutoff`` / ``MollifierCutoff``  ``cosine`` / ``mollifier``
-``atomistic.Atomwise`` ``outnet``        :class:`~mlcalc.atomistic.Atomwise` ``net``
-``atomistic.Forces`` (+ ``Strain``)      :class:`~mlcalc.atomistic.Forces` (stress
-                                         always available)
-``transform.AddOffsets`` mean, atomref   :class:`~mlcalc.transform.offsets.Offsets`
-``CastTo64`` / ``CastTo32``              nothing: mlcalc's outputs are float64
-=======================================  ==========================================
+* ``representation.SchNet`` → :class:`~mlcalc.representation.SchNet`
+  (``interactions.k.filter_network`` → ``interactions.k.filter_net``);
+* ``representation.PaiNN`` → :class:`~mlcalc.representation.PaiNN`
+  (``interactions.k.interatomic_context_net`` → ``messages.k.context_net``,
+  ``mixing.k.intraatomic_context_net`` → ``updates.k.context_net`` with its
+  output blocks reordered, ``mixing.k.mu_channel_mix`` →
+  ``updates.k.channel_mix``; SchNetPack's ``epsilon`` is kept);
+* ``nn.GaussianRBF`` / ``nn.BesselRBF`` → ``gaussian`` / ``bessel`` (centres,
+  width and frequencies copied); ``nn.CosineCutoff`` / ``MollifierCutoff`` →
+  ``cosine`` / ``mollifier``;
+* ``atomistic.Atomwise`` ``outnet`` → :class:`~mlcalc.atomistic.Atomwise` ``net``;
+  ``atomistic.Forces`` (and ``Strain``) → :class:`~mlcalc.atomistic.Forces`
+  (stress always available);
+* ``transform.AddOffsets`` mean and atomrefs →
+  :class:`~mlcalc.transform.offsets.Offsets`; ``CastTo64`` / ``CastTo32`` →
+  nothing (mlcalc's outputs are float64).
 
 PaiNN's mixing network outputs three blocks. SchNetPack orders them
 (Δq, Δμ, Δqμ); mlcalc's update orders the same three (a_vv = Δμ, a_sv = Δqμ,

@@ -19,6 +19,11 @@ only a fixed allow-list:
   bytes of the archive;
 * ``OrderedDict``, ``set`` and torch dtypes are themselves.
 
+A Lightning checkpoint (``.ckpt``) of SchNetPack's ``AtomisticTask`` holds the
+same model pickled in its ``hyper_parameters`` beside the task's losses,
+metrics and optimizer class; those are read as records too and not used
+(:func:`model_of`).
+
 Any other name (``os.system``, ``builtins.eval``, a class of another package)
 stops the read at once with :class:`~mlcalc.exceptions.SchNetPackImportError`
 naming it, before anything could be called.
@@ -60,8 +65,26 @@ TORCH_CLASSES: dict[str, tuple[str, ...]] = {
     "torch.nn.modules.sparse": ("Embedding",),
     "torch.nn.modules.activation": ("SiLU", "Tanh"),
 }
-#: Functions stored as attributes (never called): activations and initialisers.
+#: Classes of the training task a Lightning checkpoint also pickles (read, not used).
+CHECKPOINT_CLASSES: dict[str, tuple[str, ...]] = {
+    "schnetpack.task": ("ModelOutput",),
+    "torch.nn.modules.container": ("ModuleDict",),
+    "torch.nn.modules.loss": ("MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss"),
+    "torchmetrics.regression.mae": ("MeanAbsoluteError",),
+    "torchmetrics.regression.mse": ("MeanSquaredError",),
+}
+#: Functions stored as attributes (never called): activations and initialisers, and
+#: in checkpoints the optimizer and scheduler classes and torchmetrics' reductions.
 FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "torch.optim.adam": ("Adam",),
+    "torch.optim.adamw": ("AdamW",),
+    "torch.optim.sgd": ("SGD",),
+    "torch.optim.lr_scheduler": ("ReduceLROnPlateau", "CosineAnnealingLR", "StepLR",
+                                 "ExponentialLR"),
+    "schnetpack.train.lr_scheduler": ("ReduceLROnPlateau",),
+    "torchmetrics.metric": ("jit_distributed_available",),
+    "torchmetrics.utilities.data": ("dim_zero_sum", "dim_zero_cat", "dim_zero_mean",
+                                    "dim_zero_max", "dim_zero_min"),
     "torch.nn.functional": ("silu", "softplus", "tanh"),
     "torch": ("tanh",),
     "torch.nn.init": ("xavier_uniform_", "zeros_", "ones_", "normal_", "uniform_",
@@ -160,6 +183,11 @@ def _rebuild_parameter(data: torch.Tensor, *_: Any) -> torch.Tensor:
     return data
 
 
+def _device(*args: Any) -> str:
+    """torch.device("cuda", 0) of a checkpoint, kept as its name "cuda:0"."""
+    return ":".join(str(a) for a in args)
+
+
 def _record_class(module: str, name: str) -> type[Record]:
     return type(name, (Record,), {"class_name": f"{module}.{name}"})
 
@@ -201,9 +229,12 @@ class SafeUnpickler(pickle.Unpickler):
             return _Storage(_STORAGE_DTYPES[name])
         if module == "torch" and name in _DTYPES:
             return _DTYPES[name]
+        if (module, name) == ("torch", "device"):
+            return _device
         if name in FUNCTIONS.get(module, ()):
             return FunctionRef(module, name)
-        if name in SCHNETPACK_CLASSES.get(module, ()) or name in TORCH_CLASSES.get(module, ()):
+        if any(name in table.get(module, ()) for table in (SCHNETPACK_CLASSES, TORCH_CLASSES,
+                                                            CHECKPOINT_CLASSES)):
             key = (module, name)
             if key not in self._classes:
                 self._classes[key] = _record_class(module, name)
@@ -226,6 +257,39 @@ class SafeUnpickler(pickle.Unpickler):
         return torch.frombuffer(bytearray(raw[:numel * itemsize]), dtype=dtype)
 
 
+def _overlay(model: Record, state_dict: dict[str, Any], prefix: str) -> None:
+    """Put a checkpoint's ``state_dict`` tensors (keys ``prefix`` + path) into ``model``."""
+    for key, tensor in state_dict.items():
+        if not key.startswith(prefix):
+            continue
+        *path, name = key[len(prefix):].split(".")
+        node = model
+        for part in path:
+            node = node.get(part) if isinstance(node, Record) else None
+        tables = [node.state.get(t) or {} for t in ("_parameters", "_buffers")] \
+            if isinstance(node, Record) else []
+        table = next((t for t in tables if name in t), None)
+        if table is None or not isinstance(tensor, torch.Tensor):
+            raise SchNetPackImportError(f"the checkpoint's weight {key} has no place in its "
+                                        "pickled model")
+        table[name] = tensor
+
+
+def model_of(root: Any) -> Any:
+    """The model of a read file: the root of a ``best_model``; in a Lightning
+    checkpoint, the task's pickled ``hyper_parameters["model"]`` with the
+    checkpoint's ``state_dict`` weights put into it."""
+    if not (isinstance(root, dict) and "state_dict" in root):
+        return root
+    model = (root.get("hyper_parameters") or {}).get("model")
+    if not isinstance(model, Record):
+        raise SchNetPackImportError(
+            "the checkpoint holds no pickled model in its hyper_parameters (not written by "
+            "SchNetPack's AtomisticTask); import the best_model file instead")
+    _overlay(model, root["state_dict"], "model.")
+    return model
+
+
 def read_pickled_model(path: str | os.PathLike) -> Any:
     """The object tree of a ``torch.save`` archive, rebuilt from the allow-list.
 
@@ -233,7 +297,8 @@ def read_pickled_model(path: str | os.PathLike) -> Any:
         path: a SchNetPack ``best_model`` (or another ``torch.save`` zip archive).
 
     Returns:
-        The unpickled root: :class:`Record` objects, tensors and plain data.
+        The unpickled root: :class:`Record` objects, tensors and plain data
+        (see :func:`model_of` for the model in it).
 
     Raises:
         SchNetPackImportError: missing or not a torch archive, or a name

@@ -15,12 +15,17 @@ SchNetPack itself in float64 (``SpkCalculator`` with ASE's neighbor list).
 The models: a PaiNN trained for 300 Adam steps on EMT energies and forces of
 Cu/Ni cells (Gaussian basis, cosine cutoff, mean + atomref offsets, stress),
 a SchNet with a Bessel basis, a mollifier cutoff, a 3-layer head and mean
-offsets (stress), and a PaiNN with shared interactions and filters (no stress).
+offsets (stress), a PaiNN with shared interactions and filters (no stress), and
+``painn_lightning.ckpt``: the Lightning checkpoint of two epochs of SchNetPack's
+own training (AtomisticTask on an AtomsDataModule), its reference numbers from
+the model SchNetPack loads back from that checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +91,59 @@ def train(model, steps: int = 300) -> None:
     model.do_postprocessing = True
 
 
+def lightning_checkpoint(workdir: Path) -> tuple[Path, Path]:
+    """Two epochs of SchNetPack's own training (AtomisticTask, AtomsDataModule, Lightning).
+
+    Returns the checkpoint Lightning wrote (copied next to this file) and the
+    model SchNetPack itself loads back from it, saved as a best_model for the
+    reference numbers.
+    """
+    import shutil
+
+    import pytorch_lightning as pl
+    import torchmetrics
+
+    pl.seed_everything(0)
+    frames, labels = [], []
+    for k in range(20):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.numbers[k % 4] = 28
+        atoms.rattle(0.05, seed=100 + k)
+        atoms.calc = EMT()
+        frames.append(atoms)
+        labels.append({"energy": np.array([atoms.get_potential_energy()]),
+                       "forces": atoms.get_forces()})
+    data = spk.data.ASEAtomsData.create(str(workdir / "data.db"), distance_unit="Ang",
+                                        property_unit_dict={"energy": "eV", "forces": "eV/Ang"})
+    data.add_systems(labels, frames)
+    module = spk.data.AtomsDataModule(
+        str(workdir / "data.db"), batch_size=4, num_train=12, num_val=4, num_workers=0,
+        split_file=str(workdir / "split.npz"),
+        transforms=[trn.ASENeighborList(cutoff=CUTOFF),
+                    trn.RemoveOffsets("energy", remove_mean=True), trn.CastTo32()])
+    model = potential(spk.representation.PaiNN(
+        n_atom_basis=8, n_interactions=2, radial_basis=spk.nn.GaussianRBF(n_rbf=6, cutoff=CUTOFF),
+        cutoff_fn=spk.nn.CosineCutoff(CUTOFF)), stress=False,
+        offsets=trn.AddOffsets("energy", add_mean=True))
+    outputs = [spk.task.ModelOutput(name="energy", loss_fn=torch.nn.MSELoss(), loss_weight=0.1,
+                                    metrics={"mae": torchmetrics.MeanAbsoluteError()}),
+               spk.task.ModelOutput(name="forces", loss_fn=torch.nn.MSELoss(), loss_weight=0.9,
+                                    metrics={})]
+    task = spk.task.AtomisticTask(model=model, outputs=outputs, optimizer_cls=torch.optim.AdamW,
+                                  optimizer_args={"lr": 1e-3})
+    checkpoints = pl.callbacks.ModelCheckpoint(dirpath=str(workdir / "ckpt"), save_top_k=1,
+                                               monitor="val_loss")
+    trainer = pl.Trainer(max_epochs=2, callbacks=[checkpoints], default_root_dir=str(workdir),
+                         enable_progress_bar=False, logger=False)
+    trainer.fit(task, datamodule=module)
+    ckpt = HERE / "painn_lightning.ckpt"
+    shutil.copy(checkpoints.best_model_path, ckpt)
+    loaded = spk.task.AtomisticTask.load_from_checkpoint(str(ckpt), weights_only=False)
+    best = workdir / "from_ckpt.best_model"
+    torch.save(loaded.model, best)
+    return ckpt, best
+
+
 def reference(path: Path, stress: bool) -> dict[str, dict[str, list]]:
     out = {}
     for name, atoms in structures().items():
@@ -131,17 +189,20 @@ def main() -> None:
                 cutoff_fn=spk.nn.CosineCutoff(CUTOFF)), stress=False), False),
     }
     train(models["painn_trained"][0])
-    numbers = {}
+    numbers, files = {}, {}
     for name, (model, stress) in models.items():
         path = HERE / f"{name}.best_model"
         torch.save(model, path)
-        numbers[name] = reference(path, stress)
+        numbers[name], files[name] = reference(path, stress), path.name
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):  # spk's split lock
+        ckpt, best = lightning_checkpoint(Path(tmp))
+        numbers["painn_lightning"], files["painn_lightning"] = reference(best, False), ckpt.name
     frames = {name: {"numbers": atoms.numbers.tolist(), "positions": atoms.positions.tolist(),
                      "cell": atoms.cell.array.tolist(), "pbc": atoms.pbc.tolist()}
               for name, atoms in structures().items()}
-    content = {"structures": frames, "models": numbers}
+    content = {"structures": frames, "files": files, "models": numbers}
     (HERE / "reference.json").write_text(json.dumps(content, indent=1) + "\n")
-    print(f"wrote {len(models)} models and reference.json to {HERE}")
+    print(f"wrote {len(files)} models and reference.json to {HERE}")
 
 
 if __name__ == "__main__":
