@@ -18,3 +18,10 @@ def setup(tmp_path):
     structure = tmp_path / "cu.xyz"
     ase.io.write(structure, bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1))
     return model, structure
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path, monkeypatch):
+    """Every command runs in the test's own folder: runs that use default output names
+    (and their ``.<prefix>.lock``) never write into the checkout."""
+    monkeypatch.chdir(tmp_path)
