@@ -328,3 +328,14 @@ def test_imported_models_in_an_ensemble_and_in_torchsim():
 
     out = TorchSimModel(a)(ts.io.atoms_to_state([atoms], torch.device("cpu"), torch.float64))
     assert out["energy"].item() == pytest.approx(energies[0], abs=1e-10)
+
+
+def test_state_is_set_only_on_records():
+    """BUILD (an object's __setstate__) on anything but a rebuilt module is refused."""
+    import io
+
+    from mlcalc.integrations.schnetpack.reader import SafeUnpickler
+
+    crafted = b"ccollections\nOrderedDict\n)R}X\x01\x00\x00\x00aK\x01sb."
+    with pytest.raises(SchNetPackImportError, match="sets the state of a OrderedDict"):
+        SafeUnpickler(io.BytesIO(crafted), {}).load()

@@ -201,8 +201,14 @@ def _refusal(module: str, name: str) -> SchNetPackImportError:
         "SchNetPack model (unpickling it could run code)")
 
 
-class SafeUnpickler(pickle.Unpickler):
+class SafeUnpickler(pickle._Unpickler):
     """Unpickler of ``data.pkl`` that resolves only the allow-list (see module doc).
+
+    It is the pure-Python unpickler (model pickles are small) so that one more
+    opcode can be checked: BUILD, which calls an object's ``__setstate__``,
+    is accepted on :class:`Record` objects and on a state dict's ``_metadata``
+    only (a SchNetPack model pickle never sets the state of anything else; a
+    tensor's ``__setstate__`` is torch code a crafted file could otherwise reach).
 
     Args:
         file: the pickle stream.
@@ -240,6 +246,21 @@ class SafeUnpickler(pickle.Unpickler):
                 self._classes[key] = _record_class(module, name)
             return self._classes[key]
         raise _refusal(module, name)
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self) -> None:
+        target, state = self.stack[-2], self.stack[-1]
+        # a state_dict (OrderedDict) carries its ``_metadata`` as plain instance data
+        plain = (type(target) is collections.OrderedDict and isinstance(state, dict)
+                 and set(state) <= {"_metadata"})
+        if not (isinstance(target, Record) or plain):
+            raise SchNetPackImportError(
+                f"refusing to read the file: it sets the state of a {type(target).__name__}, "
+                "which a SchNetPack model pickle never does")
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def persistent_load(self, pid: Any) -> torch.Tensor:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
