@@ -25,6 +25,8 @@ def fit(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume:
         result = run_fit(parsed, output_dir=output_dir, resume=resume, progress=not no_progress)
     except (MlcalcError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
+    if not result.is_global_zero:
+        return  # another process of a distributed run; rank 0 reports
     click.echo(f"wrote {result.model_path} after {result.epochs} epochs")
     for prop, values in result.metrics.items():
         shown = ", ".join(f"{k.upper()} {v:.4g}" for k, v in values.items() if k != "unit")

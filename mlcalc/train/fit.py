@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ class FitResult:
     model_path: Path
     metrics: dict[str, dict[str, float]]
     epochs: int
+    #: False in the other processes of a distributed run: only global rank 0 writes
+    #: model.pt, metrics.json and the plots (and reports them).
+    is_global_zero: bool = True
 
 
 def file_hash(path: str | os.PathLike) -> str:
@@ -171,14 +175,21 @@ def _callbacks(recipe: Recipe, run_dir: Path, progress: bool) -> list[Any]:
 
 
 def fit(recipe: Recipe, output_dir: str | os.PathLike | None = None, resume: bool = False,
-        progress: bool = True) -> FitResult:
+        progress: bool = True, callbacks: Sequence[Any] = ()) -> FitResult:
     """Train the recipe's potential and write the run folder (see module docstring).
+
+    Under a distributed strategy (``train.strategy: ddp``) every process runs
+    this function; Lightning gives each a disjoint share of the training split
+    (its ``DistributedSampler``), the logged losses are averaged over the
+    processes, and after training only global rank 0 evaluates the test split
+    (in one process, so no structure is counted twice) and writes the outputs.
 
     Args:
         recipe: a validated recipe.
         output_dir: run folder (default: ``recipe.output_dir``).
         resume: continue from ``checkpoints/last.ckpt`` with the same split.
         progress: show Lightning's progress bar.
+        callbacks: extra Lightning callbacks, added after mlcalc's own.
 
     Raises:
         RunFolderError: the folder holds a run and ``resume`` is False.
@@ -215,11 +226,11 @@ def fit(recipe: Recipe, output_dir: str | os.PathLike | None = None, resume: boo
                          lr_factor=t.lr_factor, lr_patience=t.lr_patience,
                          warmup_epochs=t.warmup_epochs, min_lr=t.min_lr,
                          max_epochs=t.max_epochs)
-    callbacks = _callbacks(recipe, run_dir, progress)
+    own = _callbacks(recipe, run_dir, progress)
     trainer = pl.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
         strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
-        gradient_clip_val=t.gradient_clip, callbacks=callbacks,
+        gradient_clip_val=t.gradient_clip, callbacks=[*own, *callbacks],
         logger=[CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")],
         log_every_n_steps=t.log_every_n_steps, inference_mode=False,
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=run_dir)
@@ -237,11 +248,14 @@ def fit(recipe: Recipe, output_dir: str | os.PathLike | None = None, resume: boo
         raise FitInterrupted(f"training interrupted at epoch {trainer.current_epoch}"
                              f"{kept}") from None
 
-    checkpoint = callbacks[0]
+    checkpoint = own[0]
     best = checkpoint.best_model_path or str(run_dir / "checkpoints" / "last.ckpt")
+    tester = _leave_distributed(trainer, recipe)
+    if tester is None:  # another process of a distributed run: rank 0 writes the outputs
+        return FitResult(run_dir, run_dir / "model.pt", {}, int(trainer.current_epoch), False)
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     task.load_state_dict(state)
-    metrics = _test_metrics(trainer, task, dm) if len(dm.test_idx) else {}
+    metrics = _test_metrics(tester, task, dm) if len(dm.test_idx) else {}
     model.eval()
     data_path = recipe.data_path()
     metadata = {
@@ -259,6 +273,30 @@ def fit(recipe: Recipe, output_dir: str | os.PathLike | None = None, resume: boo
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     _plots(run_dir, model, dm, list(recipe.outputs))
     return FitResult(run_dir, model_path, metrics, int(trainer.current_epoch))
+
+
+def _leave_distributed(trainer, recipe: Recipe):
+    """The trainer that evaluates the test split, or None in a process that stops here.
+
+    One process: the training's own trainer. Several: each waits for the others
+    and leaves the process group; rank 0 gets a single-device trainer (a test
+    under DDP would pad the split with repeated structures, and torchmetrics
+    would wait for processes that have gone), the others get None.
+    """
+    if trainer.world_size == 1:
+        return trainer
+    import pytorch_lightning as pl
+    import torch.distributed as dist
+
+    zero = trainer.is_global_zero
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    if not zero:
+        return None
+    return pl.Trainer(accelerator=recipe.train.accelerator, devices=1, num_nodes=1,
+                      logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      inference_mode=False, default_root_dir=trainer.default_root_dir)
 
 
 def _test_metrics(trainer, task, dm) -> dict[str, dict[str, float]]:

@@ -146,13 +146,15 @@ class AtomisticTask(pl.LightningModule):
             out.update_metrics(split, p, t)
             present.append(out)
             self.log(f"{split}_{out.name}_loss", loss, batch_size=len(n_atoms),
-                     on_step=False, on_epoch=True)
+                     on_step=False, on_epoch=True, sync_dist=True)
         if split == "train" and not torch.isfinite(total):
             raise NaNLossError(
                 f"the training loss became {total.item()} at epoch {self.current_epoch}, "
                 f"step {self.global_step}")
+        # sync_dist: under DDP the epoch losses are averaged over the processes (so
+        # every process checkpoints and stops early on the same number); free otherwise
         self.log(f"{split}_loss", total, batch_size=len(n_atoms), on_step=False, on_epoch=True,
-                 prog_bar=split != "test")
+                 prog_bar=split != "test", sync_dist=True)
         for out in present:  # a metric with no data would log NaN
             for name, metric in out.split_metrics(split).items():
                 self.log(f"{split}_{out.name}_{name}", metric, on_step=False, on_epoch=True,
