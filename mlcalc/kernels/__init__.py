@@ -107,9 +107,10 @@ def disabled() -> Iterator[None]:
     global _enabled
     previous = _enabled
     with contextlib.ExitStack() as stack:
-        for op in ops.OPS:
-            for device in KERNEL_DEVICES:
-                stack.enter_context(op.set_kernel_enabled(device, False))
+        if _library is not None:  # before loading no kernel is registered, nothing to switch off
+            for op in ops.OPS:
+                for device in KERNEL_DEVICES:
+                    stack.enter_context(op.set_kernel_enabled(device, False))
         _enabled = False
         try:
             yield
