@@ -78,6 +78,24 @@ def test_modules_stay_small():
     assert max(sizes.values()) <= 400, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
 
 
+def _function_lengths(folder: Path) -> dict[str, int]:
+    """'file:function' -> lines from its ``def`` to its last line (a click command's
+    option decorators are declarations, not code, and are not counted)."""
+    lengths = {}
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lengths[f"{path.name}:{node.name}"] = node.end_lineno - node.lineno + 1
+    return lengths
+
+
+@pytest.mark.parametrize("folder", ["simulate", "cli"])
+def test_functions_stay_short(folder):
+    lengths = _function_lengths(PACKAGE / folder)
+    assert lengths  # the folder was found and parsed
+    assert max(lengths.values()) <= 80, sorted(lengths.items(), key=lambda kv: -kv[1])[:3]
+
+
 @pytest.mark.parametrize("code", [
     "import mlcalc.calculator",
     "import mlcalc.model",

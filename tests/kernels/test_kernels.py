@@ -242,14 +242,15 @@ def test_hessian_on_the_kernels_is_the_eager_hessian(name, triclinic_cu):
 
 @pytest.mark.parametrize("name", ["schnet", "painn"])
 def test_a_force_trained_step_on_the_kernels_equals_the_eager_step(name, triclinic_cu):
-    """Loss and every parameter gradient of an energy + forces loss, float64."""
+    """Loss and every parameter gradient of an energy + forces + stress loss, float64."""
     grads = []
     for eager in (False, True):
         model = tiny_model(name, torch.float64).train()
         batch = atoms_to_batch([triclinic_cu, bulk("Cu", cubic=True)], model)
         with kernels.disabled() if eager else _nothing():
-            out = model(batch, ["energy", "forces"], postprocess=False)
-            loss = out[P.energy].square().sum() + 10 * out[P.forces].square().sum()
+            out = model(batch, ["energy", "forces", "stress"], postprocess=False)
+            loss = (out[P.energy].square().sum() + 10 * out[P.forces].square().sum()
+                    + 100 * out[P.stress].square().sum())
             loss.backward()
         grads.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
     (l1, g1), (l0, g0) = grads
