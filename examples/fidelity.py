@@ -8,6 +8,11 @@ Run (about 5 minutes on 2 cores for the bundled model)::
 
     python examples/fidelity.py cu-emt                # against ASE's EMT
     python examples/fidelity.py run/model.pt --reference emt --symbol Cu -o table.md
+    python examples/fidelity.py run/model.pt --reference mypackage.calc:MyCalculator
+
+``--reference`` takes ``emt`` or any ASE calculator class as ``module:Class``
+(built without arguments; from Python, :func:`mlcalc.simulate.fidelity.fidelity`
+takes any factory of calculators, e.g. a DFT code with its settings).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ REFERENCES = {"emt": "ase.calculators.emt:EMT"}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="model file or bundled model name")
-    parser.add_argument("--reference", default="emt", choices=sorted(REFERENCES))
+    parser.add_argument("--reference", default="emt",
+                        help="emt, or an ASE calculator class as module:Class")
     parser.add_argument("--symbol", default="Cu", help="the fcc element")
     parser.add_argument("--nve-steps", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=None)
@@ -34,8 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     from mlcalc import MLCalculator
     from mlcalc.simulate.fidelity import fidelity, format_rows
 
-    module, name = REFERENCES[args.reference].split(":")
-    reference = getattr(importlib.import_module(module), name)
+    spec = REFERENCES.get(args.reference, args.reference)
+    if ":" not in spec:
+        parser.error(f"--reference {args.reference!r}: use emt or module:Class")
+    module, name = spec.split(":", 1)
+    try:
+        reference = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        parser.error(f"--reference {args.reference!r}: {exc}")
     start = time.perf_counter()
     rows = fidelity(lambda: MLCalculator(args.model, threads=args.threads), reference,
                     args.symbol, args.nve_steps,
