@@ -37,10 +37,14 @@ from mlcalc.cli.common import model_options, one_line_errors
 @click.option("--batched/--no-batched", default=None,
               help="Many frames: relax them in one TorchSim batch [default: when TorchSim "
                    "is installed] or one by one with ASE.")
+@click.option("--max-batch-atoms", type=click.IntRange(min=1), default=None,
+              help="Batched: at most this many atoms per TorchSim batch; converged frames "
+                   "are swapped out for waiting ones [default: all frames in one batch].")
 @one_line_errors
 def relax(structure: str, model: str, device: str, dtype: str | None, threads: int | None,
           optimizer: str, fmax: float, steps: int, cell: bool, pressure_GPa: float,
-          fix_symmetry: bool, prefix: str, overwrite: bool, batched: bool | None) -> None:
+          fix_symmetry: bool, prefix: str, overwrite: bool, batched: bool | None,
+          max_batch_atoms: int | None) -> None:
     """Relax the positions (and with --cell the cell) of STRUCTURE (any file ase.io reads).
 
     STRUCTURE with many frames (extxyz, traj, db): every frame is relaxed, written to
@@ -65,7 +69,7 @@ def relax(structure: str, model: str, device: str, dtype: str | None, threads: i
             raise click.ClickException("--fix-symmetry relaxes one structure at a time")
         check_options(frames[0], optimizer, fmax, steps, cell, pressure_GPa)
         relax_frames(frames, model, device, dtype, threads, optimizer, fmax, steps, cell,
-                     pressure_GPa, prefix, overwrite, batched)
+                     pressure_GPa, prefix, overwrite, batched, max_batch_atoms)
         return
     files = {k: f"{prefix}.{k}" for k in ("extxyz", "traj", "log")}
     with output_lock(prefix):  # a second run with this prefix stops at once

@@ -26,7 +26,7 @@ def torchsim_available() -> bool:
 def relax_frames(frames: list, model: str, device: str, dtype: str | None,
                  threads: int | None, optimizer: str, fmax: float, steps: int, cell: bool,
                  pressure_GPa: float, prefix: str, overwrite: bool,
-                 batched: bool | None) -> None:
+                 batched: bool | None, max_batch_atoms: int | None = None) -> None:
     """Relax ``frames``, write the two files, report; see the module docstring."""
     from mlcalc.calculator import set_threads
     from mlcalc.simulate.outputs import output_lock, refuse_existing
@@ -35,13 +35,17 @@ def relax_frames(frames: list, model: str, device: str, dtype: str | None,
     use_batch = torchsim_available() if batched is None else batched
     if use_batch and not torchsim_available():
         raise click.ClickException("--batched needs TorchSim: pip install 'mlcalc[batch]'")
+    if max_batch_atoms is not None and not use_batch:
+        raise click.ClickException("--max-batch-atoms sizes TorchSim batches: it needs "
+                                   "--batched (and TorchSim)")
     with output_lock(prefix):
         refuse_existing(files, overwrite, "--overwrite or another -o")
         set_threads(threads)
         if use_batch:
             from mlcalc.integrations.torchsim_runs import relax_many
 
-            results = relax_many(frames, model, fmax, steps, cell, pressure_GPa, device, dtype)
+            results = relax_many(frames, model, fmax, steps, cell, pressure_GPa, device, dtype,
+                                 max_batch_atoms)
         else:
             results = _one_by_one(frames, model, device, dtype, threads, optimizer, fmax,
                                   steps, cell, pressure_GPa)

@@ -50,8 +50,9 @@ def _frames_from_state(state, results: dict[str, torch.Tensor]) -> list[Atoms]:
 
 def relax_many(frames: Sequence[Atoms], model, fmax: float = 0.01, steps: int = 500,
                cell: bool = False, pressure_GPa: float = 0.0, device: str = "auto",
-               model_dtype: str | None = None) -> list[RelaxedFrame]:
-    """Relax every frame in one TorchSim batch.
+               model_dtype: str | None = None,
+               max_batch_atoms: int | None = None) -> list[RelaxedFrame]:
+    """Relax every frame in TorchSim batches (one batch unless ``max_batch_atoms``).
 
     Args:
         frames: the structures (all periodic, or all not: TorchSim has one pbc flag).
@@ -61,6 +62,11 @@ def relax_many(frames: Sequence[Atoms], model, fmax: float = 0.01, steps: int = 
         steps: most optimizer steps (TorchSim counts them for the batch).
         cell: relax the cells too (Fréchet cell filter), at ``pressure_GPa``.
         device, model_dtype: as :class:`TorchSimModel`.
+        max_batch_atoms: at most this many atoms in a batch: TorchSim's
+            in-flight autobatcher then swaps converged frames out and waiting
+            ones in (checked every 5 steps, so a frame may take up to 4 steps
+            past convergence; ``steps`` then counts per frame). None: all
+            frames in one batch.
 
     Returns:
         One :class:`~mlcalc.simulate.relax.RelaxedFrame` per input frame, in order.
@@ -73,8 +79,16 @@ def relax_many(frames: Sequence[Atoms], model, fmax: float = 0.01, steps: int = 
         raise MDError("a cell relaxation needs structures periodic in all three directions")
     if pressure_GPa and not cell:
         raise MDError("a pressure only acts in a cell relaxation: add --cell")
+    largest = max(len(a) for a in frames)
+    if max_batch_atoms is not None and max_batch_atoms < largest:
+        raise MDError(f"a batch of at most {max_batch_atoms} atoms cannot hold the largest "
+                      f"frame ({largest} atoms)")
     engine = TorchSimModel(model, device=device, compute_stress=periodic[0],
                            model_dtype=model_dtype)
+    autobatcher: ts.InFlightAutoBatcher | bool = False
+    if max_batch_atoms is not None:
+        autobatcher = ts.InFlightAutoBatcher(engine, memory_scales_with="n_atoms",
+                                             max_memory_scaler=float(max_batch_atoms))
     state = ts.initialize_state(list(frames), engine.device, engine.dtype)
     converged = ts.generate_force_convergence_fn(fmax, include_cell_forces=cell)
     if cell:
@@ -82,10 +96,11 @@ def relax_many(frames: Sequence[Atoms], model, fmax: float = 0.01, steps: int = 
     else:
         optimizer, kwargs = ts.optimizers.fire, {}
     final = ts.optimize(state, engine, optimizer=optimizer, convergence_fn=converged,
-                        max_steps=steps, **kwargs)
+                        max_steps=steps, autobatcher=autobatcher, **kwargs)
     flags = converged(final, None).cpu().numpy()
-    results = engine(final)
-    relaxed = _frames_from_state(final, results)
+    # the final evaluation keeps to the batch limit too: one frame at a time then
+    parts = [final] if max_batch_atoms is None else final.split()
+    relaxed = [frame for part in parts for frame in _frames_from_state(part, engine(part))]
     return [RelaxedFrame(atoms, bool(flag),
                          float(np.sqrt((atoms.get_forces() ** 2).sum(1)).max()))
             for atoms, flag in zip(relaxed, flags, strict=True)]

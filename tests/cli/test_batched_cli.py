@@ -65,6 +65,33 @@ def test_batched_and_one_by_one_agree(frames, tmp_path):
     assert np.abs(np.array(a) - b).max() < 1e-4
 
 
+def test_batches_of_at_most_n_atoms_give_the_one_batch_result(frames, tmp_path):
+    """--max-batch-atoms 16: TorchSim's in-flight autobatcher holds at most 16 of the
+    28 atoms at a time (the 16-atom frame alone), and swaps frames as they converge."""
+    pytest.importorskip("torch_sim")
+    for name, extra in (("one", []), ("several", ["--max-batch-atoms", 16])):
+        result = run("relax", frames, "-m", "cu-emt", "-o", tmp_path / name, "--batched",
+                     "--fmax", 0.005, *extra)
+        assert result.exit_code == 0, result.output
+    one, several = (read_summary(tmp_path / f"{n}.csv") for n in ("one", "several"))
+    assert [int(r["n_atoms"]) for r in several] == [8, 16, 4]  # the input's order
+    assert all(r["converged"] == "1" for r in several)
+    a = np.array([float(r["energy_per_atom_eV"]) for r in one])
+    b = np.array([float(r["energy_per_atom_eV"]) for r in several])
+    assert np.abs(a - b).max() < 1e-4
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--batched", "--max-batch-atoms", "8"], "cannot hold the largest frame (16 atoms)"),
+    (["--no-batched", "--max-batch-atoms", "32"], "--max-batch-atoms sizes TorchSim batches"),
+])
+def test_max_batch_atoms_bad_uses_are_one_line(frames, tmp_path, args, fragment):
+    pytest.importorskip("torch_sim")
+    assert_one_line_error(run("relax", frames, "-m", "cu-emt", "-o", tmp_path / "r", *args),
+                          fragment)
+    assert not (tmp_path / "r.extxyz").exists()
+
+
 def test_relax_of_many_frames_refuses_to_overwrite(frames, tmp_path):
     assert run("relax", frames, "-m", "cu-emt", "-o", tmp_path / "r", "--no-batched"
                ).exit_code == 0

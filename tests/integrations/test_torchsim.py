@@ -113,3 +113,29 @@ def test_batched_fire_relaxes_to_the_energies_of_ase_fire():
         atoms.calc = MLCalculator("cu-emt", device="cpu")
         FIRE(atoms, logfile=None).run(fmax=fmax, steps=2000)
         assert abs(energies[k] - atoms.get_potential_energy()) / len(atoms) < 1e-4
+
+
+def test_max_batch_atoms_keeps_every_model_call_within_the_limit(monkeypatch):
+    """TorchSim's in-flight autobatcher with max_batch_atoms=16: no model call sees more
+    than 16 atoms (28 in all), the frames come back in input order, converged."""
+    from mlcalc.integrations.torchsim_runs import relax_many
+
+    structures = [bulk("Cu", cubic=True) * s for s in ((2, 1, 1), (2, 2, 1), (1, 1, 1))]
+    for k, atoms in enumerate(structures):
+        atoms.rattle(0.05, seed=k)
+    seen = []
+    forward = TorchSimModel.forward
+
+    def counting(self, state, **kwargs):
+        seen.append(int(state.n_atoms))
+        return forward(self, state, **kwargs)
+
+    whole = relax_many(structures, "cu-emt", fmax=0.005, device="cpu")
+    monkeypatch.setattr(TorchSimModel, "forward", counting)
+    limited = relax_many(structures, "cu-emt", fmax=0.005, device="cpu", max_batch_atoms=16)
+    assert seen and max(seen) <= 16 and len(set(seen)) > 1
+    assert [len(r.atoms) for r in limited] == [8, 16, 4]
+    assert all(r.converged for r in limited)
+    for a, b in zip(whole, limited, strict=True):
+        assert abs(a.atoms.get_potential_energy() - b.atoms.get_potential_energy()) \
+            < 1e-4 * len(a.atoms)
