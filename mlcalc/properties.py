@@ -22,9 +22,6 @@ idx_i = "idx_i"  #: (E,) int64 centre atom of each pair
 idx_j = "idx_j"  #: (E,) int64 neighbor atom of each pair
 cell_shifts = "cell_shifts"  #: (E, 3) integer cell shifts (stored as int64)
 Rij = "Rij"  #: (E, 3) float64 pair vectors R_j - R_i + shift @ cell, Å
-#: () bool marker: the pairs are a half list (each unordered pair once, standing
-#: for both directions; see :mod:`mlcalc.kernels`). Absent for full lists.
-half_list = "half_list"
 
 # --- strain (stress) ----------------------------------------------------
 strain = "strain"  #: (M, 3, 3) symmetric strain used for the stress derivative
