@@ -35,6 +35,7 @@ from mlcalc.model import (
     split_results,
     structure_inputs,
 )
+from mlcalc.model.committee import committee_members
 from mlcalc.pretrained import resolve_model_path
 from mlcalc.transform.verlet import VerletNeighborList
 
@@ -100,11 +101,15 @@ def load_potential(model: ModelSpec | Sequence[ModelSpec], device: torch.device,
     """The potential a model argument names, in evaluation mode on ``device``.
 
     Args:
-        model: a model file, a bundled name, a loaded potential (or ensemble),
+        model: a model file, a bundled name, a committee folder
+            (:mod:`mlcalc.model.committee`), a loaded potential (or ensemble),
             or a list of those (an ensemble).
         device: where the weights go.
         dtype: network precision; None keeps the model's.
     """
+    if isinstance(model, str | os.PathLike):
+        members = committee_members(model)  # a committee folder: its members as an ensemble
+        model = model if members is None else members
     if isinstance(model, list | tuple):
         names = [str(m) if not isinstance(m, torch.nn.Module) else f"member {k}"
                  for k, m in enumerate(model)]

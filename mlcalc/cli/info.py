@@ -63,10 +63,27 @@ def _training_lines(meta: dict[str, Any]) -> list[str]:
 
 
 @click.command("info")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 def info(model: str) -> None:
-    """Describe MODEL (a model.pt or a bundled name): architecture, elements, cutoff, units,
-    precision and, when stored, training metrics."""
+    """Describe MODEL (a model.pt, a bundled name or a committee folder): architecture,
+    elements, cutoff, units, precision and, when stored, training metrics."""
+    from mlcalc.exceptions import MlcalcError
+    from mlcalc.model.committee import committee_members
+
+    try:
+        members = committee_members(model)
+    except MlcalcError as err:
+        raise click.ClickException(str(err)) from None
+    if members is None:
+        click.echo("\n".join(_describe(model)))
+        return
+    click.echo(f"committee       {model}: {len(members)} models (an ensemble: mean and spread)")
+    for k, member in enumerate(members):
+        click.echo(f"\n-- member {k}\n" + "\n".join(_describe(str(member))))
+
+
+def _describe(model: str) -> list[str]:
+    """The info lines of one model file or bundled name."""
     from pathlib import Path
 
     from ase.data import chemical_symbols
@@ -119,4 +136,4 @@ def info(model: str) -> None:
                 lines.append(f"metadata        {key}: {value}")
     else:
         lines.append(f"metadata        {meta}")
-    click.echo("\n".join(lines))
+    return lines

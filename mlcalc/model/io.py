@@ -119,6 +119,9 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
             model, or a newer format version.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a model file (a committee folder "
+                             "holds a committee.json)")
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
     with open(path, "rb") as fh:

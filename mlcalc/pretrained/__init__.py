@@ -29,6 +29,9 @@ def resolve_model_path(model: str | os.PathLike) -> Path:
     path = Path(model)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ModelFileError(f"{model} is a folder, not a model file (a committee folder "
+                             "holds a committee.json)")
     bundled = bundled_models()
     if str(model) in bundled:
         return bundled[str(model)]

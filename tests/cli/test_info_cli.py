@@ -78,4 +78,4 @@ def test_bad_files_are_one_line_errors(tmp_path):
     assert_one_line_error(run(str(tmp_path / "missing.pt")), "model file not found")
     assert_one_line_error(run(str(corrupt)), "corrupt")
     assert_one_line_error(run(str(other)), "not an mlcalc model file")
-    assert_one_line_error(run(str(tmp_path)), "directory")
+    assert_one_line_error(run(str(tmp_path)), "is a folder, not a model file")
