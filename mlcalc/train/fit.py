@@ -124,6 +124,10 @@ def _build_model(recipe: Recipe) -> torch.nn.Module:
     numbers = dataset.numbers_and_labels(range(len(dataset)), "energy")
     elements = sorted({int(z) for zs, _ in numbers for z in zs.tolist()})
     needs_forces = any(p in recipe.outputs for p in ("forces", "stress"))
+    if recipe.model.init_from is not None:
+        from mlcalc.train.finetune import base_model
+
+        return base_model(recipe, elements, needs_forces)
     return build_potential(recipe.model.representation, **recipe.model.hyperparameters,
                            forces=needs_forces, elements=elements, dtype=recipe.model.dtype,
                            neighbor_list=NeighborListSettings(
@@ -138,7 +142,10 @@ def _data_module(recipe: Recipe, split_file: Path, model: torch.nn.Module):
 
     transforms: list[torch.nn.Module] = []
     remove = None
-    if recipe.offsets.mean or recipe.offsets.atomrefs != "none":
+    if recipe.model.init_from is not None and recipe.model.init_offsets == "keep":
+        remove = RemoveOffsets(offsets=model.offsets)  # the fine-tuned model's own
+        transforms.append(remove)
+    elif recipe.offsets.mean or recipe.offsets.atomrefs != "none":
         remove = RemoveOffsets(remove_mean=recipe.offsets.mean,
                                remove_atomrefs=recipe.offsets.atomrefs == "fit",
                                use_dataset_atomrefs=recipe.offsets.atomrefs == "dataset")

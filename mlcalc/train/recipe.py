@@ -108,11 +108,16 @@ class TrainSection:
 
 @dataclass
 class ModelSection:
-    """Representation by short name, its hyperparameters, network dtype."""
+    """Representation by short name, its hyperparameters, network dtype; ``init_from``
+    and the keys after it fine-tune a trained model (:mod:`mlcalc.train.finetune`)."""
 
     representation: str = "painn"
     dtype: Literal["float32", "float64"] = "float32"
     neighbor_list: str = "matscipy"
+    init_from: str | None = None
+    init_offsets: Literal["keep", "refit"] = "keep"
+    freeze_embedding: bool = False
+    freeze_interactions: int = 0
     hyperparameters: dict[str, Any] = field(default_factory=dict)
 
 
@@ -265,8 +270,20 @@ def _model_section(checker: _Checker, data: Any) -> ModelSection:
     data = dict(data or {}) if isinstance(data, dict) or data is None else data
     if not isinstance(data, dict):
         checker.fail("model", f"expected a mapping of keys, got {_kind(data)}")
-    own = {k: data.pop(k) for k in ("representation", "dtype", "neighbor_list") if k in data}
+    own = {k: data.pop(k) for k in ("representation", "dtype", "neighbor_list", "init_from",
+                                    "init_offsets", "freeze_embedding", "freeze_interactions")
+           if k in data}
     section = checker.section(ModelSection, own, "model")
+    if section.freeze_interactions < 0:
+        checker.fail("model.freeze_interactions", "must be >= 0")
+    if section.init_from is None and (section.freeze_embedding or section.freeze_interactions
+                                      or "init_offsets" in own):
+        checker.fail("model", "freeze_embedding, freeze_interactions and init_offsets "
+                     "fine-tune a trained model: add init_from")
+    if section.init_from is not None and not own.get("representation"):
+        section.representation = ""  # taken from the init_from file (mlcalc.train.finetune)
+        section.hyperparameters = data
+        return section
     name = section.representation.lower()
     if name not in REPRESENTATIONS:
         checker.fail("model.representation", f"unknown representation '{section.representation}'"
@@ -282,7 +299,8 @@ def _model_section(checker: _Checker, data: Any) -> ModelSection:
     allowed = [p for p in params if p != "self"]
     for key, value in data.items():
         if key not in allowed:
-            names = allowed + ["representation", "dtype", "neighbor_list"]
+            names = allowed + [f.name for f in dataclasses.fields(ModelSection)
+                               if f.name != "hyperparameters"]
             checker.fail(f"model.{key}", f"unknown key for {name}{did_you_mean(key, names)}")
         data[key] = checker.value(hints.get(key, Any), value, f"model.{key}")
     section.representation = name
