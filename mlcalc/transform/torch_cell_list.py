@@ -103,6 +103,15 @@ def boxed_cell(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff:
     Returns:
         translated positions (N, 3) and the completed cell (3, 3), Å.
     """
+    if pbc.all():  # the common case, in numpy: the cell is already complete
+        norms = np.linalg.norm(cell, axis=1)
+        if (norms < 1e-8).any():
+            k = int(np.argmax(norms < 1e-8))
+            raise InvalidStructureError(f"pbc is True along {'abc'[k]} but cell vector is zero")
+        if abs(np.linalg.det(cell)) < 1e-6 * norms.prod():
+            raise InvalidStructureError("the cell is singular: its periodic lattice vectors "
+                                        "are linearly dependent")
+        return np.ascontiguousarray(positions), np.array(cell, dtype=float)
     full = complete_cell(torch.from_numpy(cell), torch.from_numpy(pbc)).numpy()
     inv = np.linalg.inv(full)
     for k in np.flatnonzero(~pbc):
