@@ -71,3 +71,31 @@ def parity_plot(reference: np.ndarray, predicted: np.ndarray, name: str, unit: s
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return Path(out)
+
+
+def learning_loop_plot(rows: Sequence[dict], out: str | os.PathLike) -> Path:
+    """The learning loop per iteration: force spread (max, mean) and the held-out force error
+    (left, eV/Å), data-set size (right)."""
+    plt = _pyplot()
+    it = [r["iteration"] for r in rows]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(8, 3.2), constrained_layout=True)
+    ax.plot(it, [r["max_force_std"] for r in rows], marker="o", label="max force spread")
+    ax.plot(it, [r["mean_force_std"] for r in rows], marker="o", label="mean force spread")
+    held = [(i, r["heldout_force_mae"]) for i, r in zip(it, rows, strict=True)
+            if r["heldout_force_mae"] is not None]
+    if held:
+        ax.plot(*zip(*held, strict=True), marker="s", label="force MAE on selected frames")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("eV/Å")
+    ax.legend(fontsize=8)
+    ax2.bar(it, [r["data_size"] for r in rows], label="structures trained on")
+    ax2.bar(it, [r["labels_added"] for r in rows], bottom=[r["data_size"] for r in rows],
+            label="labels added")
+    ax2.set_xlabel("iteration")
+    ax2.legend(fontsize=8)
+    for a in (ax, ax2):
+        a.xaxis.get_major_locator().set_params(integer=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)

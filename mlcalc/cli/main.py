@@ -16,6 +16,8 @@ from mlcalc import __version__
 # name -> (module, attribute, one-line help shown by --help without importing)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": ("mlcalc.cli.fit", "fit", "Train a potential from a YAML recipe."),
+    "learn": ("mlcalc.cli.learn", "learn",
+              "Learning loop: committee, MD exploration, label uncertain frames, retrain."),
     "data": ("mlcalc.cli.data", "data", "Make, convert and inspect data sets."),
     "info": ("mlcalc.cli.info", "info", "Describe a model file: architecture, elements, units."),
     "md": ("mlcalc.cli.md", "md", "Molecular dynamics with ASE's integrators (NVE, NVT, NPT)."),
