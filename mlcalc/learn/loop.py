@@ -63,10 +63,13 @@ def learn(recipe: LearnRecipe, reference: Calculator | None = None,
     for k in range(recipe.iterations):
         it = out / f"iter_{k:03d}"
         row_file = it / "row.json"
-        if row_file.is_file():  # done in an earlier run
-            rows.append(json.loads(row_file.read_text()))
+        if row_file.is_file():  # done in an earlier run; its status under this recipe
+            row = json.loads(row_file.read_text())
+            row["status"] = _status(recipe, k, row["n_above"], row["labels_added"],
+                                    _budget(recipe, rows))
+            rows.append(row)
             data = it / "next.db" if (it / "next.db").is_file() else data
-            if rows[-1]["status"] != "continue":
+            if row["status"] != "continue":
                 break
             continue
         it.mkdir(exist_ok=True)
@@ -79,8 +82,7 @@ def learn(recipe: LearnRecipe, reference: Calculator | None = None,
             report(f"iteration {k}: trained a committee of {recipe.committee} on {data}")
         explored = _step(it / "explored.extxyz", steps.explore, starts, committee,
                          recipe.explore)
-        budget = None if recipe.max_labels is None else \
-            recipe.max_labels - sum(r["labels_added"] for r in rows)
+        budget = _budget(recipe, rows)
         selected = _step(it / "selected.extxyz", steps.select, explored, recipe.select, budget)
         labelled = _step(it / "labelled.extxyz", steps.label, selected, reference)
         spreads = np.array([f.info[steps.SPREAD] for f in explored])
@@ -94,9 +96,7 @@ def learn(recipe: LearnRecipe, reference: Calculator | None = None,
                 ASEAtomsData(tmp).add_systems(labelled, _labels(labelled, ASEAtomsData(tmp)))
                 os.replace(tmp, nxt)
             data = nxt
-        status = ("converged" if n_above == 0 else
-                  "budget spent" if budget is not None and budget <= len(labelled) else
-                  "iterations spent" if k == recipe.iterations - 1 else "continue")
+        status = _status(recipe, k, n_above, len(labelled), budget)
         row = {"iteration": k, "data_size": size, "max_force_std": float(spreads.max()),
                "mean_force_std": float(spreads.mean()), "n_above": n_above,
                "heldout_force_mae": _heldout_mae(committee, labelled),
@@ -111,6 +111,23 @@ def learn(recipe: LearnRecipe, reference: Calculator | None = None,
             break
     _table(out, rows)
     return rows
+
+
+def _budget(recipe: LearnRecipe, rows: list[dict[str, Any]]) -> int | None:
+    """Labels still allowed before the iteration after ``rows`` (None: no budget)."""
+    if recipe.max_labels is None:
+        return None
+    return recipe.max_labels - sum(r["labels_added"] for r in rows)
+
+
+def _status(recipe: LearnRecipe, k: int, n_above: int, labelled: int,
+            budget: int | None) -> str:
+    """Whether the loop goes on after iteration ``k``, and if not, why."""
+    if n_above == 0:
+        return "converged"
+    if budget is not None and budget <= labelled:
+        return "budget spent"
+    return "iterations spent" if k >= recipe.iterations - 1 else "continue"
 
 
 def _step(path: Path, make: Callable[..., list], *args: Any) -> list:

@@ -72,6 +72,20 @@ def test_two_iterations_add_labelled_frames_to_new_data_sets(tmp_path, emt_db):
     assert (out / "learn.png").stat().st_size > 0
 
 
+def test_more_iterations_continue_a_finished_loop(tmp_path, emt_db):
+    path = write_learn_recipe(tmp_path, emt_db, iterations=1)
+    first = learn(load_learn_recipe(path), report=lambda _: None)
+    assert first[-1]["status"] == "iterations spent"
+    model = tmp_path / "loop" / "iter_000" / "committee" / "member_0" / "model.pt"
+    trained = digest(model)
+    rows = learn(load_learn_recipe(write_learn_recipe(tmp_path, emt_db, iterations=2)),
+                 report=lambda _: None)
+    assert [r["status"] for r in rows] == ["continue", "iterations spent"]
+    assert digest(model) == trained  # iteration 0 kept as it was
+    with open(tmp_path / "loop" / "learn.csv") as fh:
+        assert [r["status"] for r in csv.DictReader(fh)] == ["continue", "iterations spent"]
+
+
 def test_a_quiet_exploration_stops_the_loop(tmp_path, emt_db):
     recipe = write_learn_recipe(tmp_path, emt_db, iterations=3,
                                 select={"threshold": 100.0, "max_per_iteration": 2})
