@@ -6,7 +6,7 @@ Starts a Cu potential from 60 strained, rattled EMT bulk cells, then lets
 committee disagrees on with ``reference=EMT()`` (any ASE calculator works the
 same way: a DFT code with its settings), and retrain, for up to four
 iterations. Prints the table; writes ``runs/learn-cu/learn.png``.
-About 6 minutes on 2 CPU cores::
+About 3-4 minutes on 2 CPU cores::
 
     python examples/learn_cu.py
 """
