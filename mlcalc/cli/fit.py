@@ -16,14 +16,20 @@ import click
 @click.option("--committee", type=click.IntRange(min=2), default=None, metavar="N",
               help="Train N models (seeds train.seed + k, one split) into OUTPUT_DIR/member_k; "
                    "-m OUTPUT_DIR then loads them as one ensemble.")
+@click.option("--bootstrap", is_flag=True,
+              help="With --committee: each member trains on its own resample (with "
+                   "replacement) of the training split.")
 def fit(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume: bool,
-        no_progress: bool, committee: int | None) -> None:
+        no_progress: bool, committee: int | None, bootstrap: bool) -> None:
     """Train the potential described by RECIPE and write model.pt and its metrics."""
     from mlcalc.exceptions import MlcalcError
     from mlcalc.train.committee import fit_committee
     from mlcalc.train.fit import fit as run_fit
     from mlcalc.train.recipe import load_recipe
 
+    if bootstrap and committee is None:
+        raise click.ClickException("--bootstrap resamples the split of each committee member: "
+                                   "add --committee N")
     try:
         parsed = load_recipe(recipe, list(overrides))
         if committee is None:
@@ -31,7 +37,7 @@ def fit(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume:
                                progress=not no_progress)]
         else:
             results = fit_committee(parsed, committee, output_dir=output_dir, resume=resume,
-                                    progress=not no_progress)
+                                    progress=not no_progress, bootstrap=bootstrap)
     except (MlcalcError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
     if not results[-1].is_global_zero:

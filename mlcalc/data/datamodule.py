@@ -140,13 +140,7 @@ class AtomsDataModule(pl.LightningDataModule):
         cache. Idempotent: Lightning calls it again for ``test``."""
         if self._splits:
             return
-        if isinstance(self.datapath, BaseAtomsData):
-            data = self.datapath
-            if self.load_properties is not None:
-                data.load_properties = self.load_properties
-        else:
-            data = ASEAtomsData(self.datapath, load_properties=self.load_properties)
-        self._dataset = data
+        data = self._open()
         self._idx = self._load_split() if self._split_exists() else self._make_split()
         self._splits = {s: SplitDataset(data, self._idx[s], self.split_transforms[s])
                         for s in _SPLITS}
@@ -164,6 +158,22 @@ class AtomsDataModule(pl.LightningDataModule):
         except BaseException:
             self._splits = {}  # not set up: a later setup() starts again
             raise
+
+    def _open(self) -> BaseAtomsData:
+        if self._dataset is None:
+            if isinstance(self.datapath, BaseAtomsData):
+                self._dataset = self.datapath
+                if self.load_properties is not None:
+                    self._dataset.load_properties = self.load_properties
+            else:
+                self._dataset = ASEAtomsData(self.datapath, load_properties=self.load_properties)
+        return self._dataset
+
+    def split_indices(self) -> dict[str, np.ndarray]:
+        """``train``/``val``/``test`` indices: the split file's, or a new split (written to
+        the split file when one is set), without setting the module up."""
+        self._open()
+        return self._load_split() if self._split_exists() else self._make_split()
 
     def _split_exists(self) -> bool:
         return self.split_file is not None and os.path.exists(self.split_file)

@@ -22,17 +22,47 @@ from mlcalc.train.fit import FitResult, RunFolderError, fit
 from mlcalc.train.recipe import Recipe
 
 
-def member_recipe(recipe: Recipe, k: int, folder: Path) -> Recipe:
-    """Member ``k``'s recipe: seed ``train.seed + k``, member 0's split file."""
-    split = recipe.data.split_file or str(folder / "member_0" / "split.npz")
+def member_recipe(recipe: Recipe, k: int, folder: Path, bootstrap: bool = False) -> Recipe:
+    """Member ``k``'s recipe: seed ``train.seed + k``, member 0's split file (with
+    ``bootstrap``, its own resample of the committee's split, see :func:`bootstrap_split`)."""
+    if bootstrap:
+        split = str(bootstrap_split(recipe, k, folder))
+    else:
+        split = recipe.data.split_file or str(folder / "member_0" / "split.npz")
     return dataclasses.replace(
         recipe, output_dir=str(folder / f"member_{k}"),
         train=dataclasses.replace(recipe.train, seed=recipe.train.seed + k),
         data=dataclasses.replace(recipe.data, split_file=split))
 
 
+def bootstrap_split(recipe: Recipe, k: int, folder: Path) -> Path:
+    """Member ``k``'s split: the committee's validation and test structures, and a training
+    set drawn from the committee's training structures with replacement (as many, seed
+    ``train.seed + k``). The committee's split is ``folder/split.npz`` (or the recipe's)."""
+    import numpy as np
+
+    from mlcalc.data import AtomsDataModule
+
+    path = folder / f"member_{k}" / "split.npz"
+    if path.is_file():
+        return path
+    d = recipe.data
+    base = AtomsDataModule(recipe.data_path(), batch_size=d.batch_size, num_train=d.num_train,
+                           num_val=d.num_val, num_test=d.num_test,
+                           split_file=d.split_file or folder / "split.npz",
+                           seed=recipe.train.seed).split_indices()
+    train = np.random.default_rng(recipe.train.seed + k).choice(
+        base["train"], size=len(base["train"]), replace=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("split.tmp.npz")
+    np.savez(tmp, train_idx=np.sort(train), val_idx=base["val"], test_idx=base["test"])
+    os.replace(tmp, path)
+    return path
+
+
 def fit_committee(recipe: Recipe, n_members: int, output_dir: str | os.PathLike | None = None,
-                  resume: bool = False, progress: bool = True) -> list[FitResult]:
+                  resume: bool = False, progress: bool = True,
+                  bootstrap: bool = False) -> list[FitResult]:
     """Train ``n_members`` models of ``recipe`` and write the committee folder.
 
     Args:
@@ -41,6 +71,8 @@ def fit_committee(recipe: Recipe, n_members: int, output_dir: str | os.PathLike 
         output_dir: the committee folder (default: ``recipe.output_dir``).
         resume: continue an interrupted committee.
         progress: show Lightning's progress bar.
+        bootstrap: every member trains on its own resample of the training split
+            (:func:`bootstrap_split`) instead of the split itself.
 
     Returns:
         Each member's :class:`~mlcalc.train.fit.FitResult`, in order.
@@ -58,7 +90,7 @@ def fit_committee(recipe: Recipe, n_members: int, output_dir: str | os.PathLike 
                              "or choose another --output-dir")
     results = []
     for k in range(n_members):
-        member = member_recipe(recipe, k, folder)
+        member = member_recipe(recipe, k, folder, bootstrap)
         run_dir = Path(member.output_dir)
         if resume and (run_dir / "model.pt").is_file():
             results.append(_finished(run_dir))

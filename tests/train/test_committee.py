@@ -75,3 +75,21 @@ def test_bad_committees_are_one_line(tmp_path, emt_db):
     (broken / "committee.json").write_text(json.dumps({"members": ["member_0/model.pt"]}))
     with pytest.raises(ModelFileError, match="lacks"):
         MLCalculator(str(broken))
+
+
+def test_bootstrap_members_resample_the_training_split(tmp_path, emt_db):
+    recipe = write_recipe(tmp_path, emt_db, train__max_epochs=1)
+    result = run("fit", recipe, "--committee", "2", "--bootstrap", "--no-progress")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "run"
+    base = np.load(folder / "split.npz")
+    members = [np.load(folder / f"member_{k}" / "split.npz") for k in (0, 1)]
+    for split in members:
+        assert np.array_equal(split["val_idx"], base["val_idx"])
+        assert np.array_equal(split["test_idx"], base["test_idx"])
+        assert len(split["train_idx"]) == len(base["train_idx"]) == 18
+        assert set(split["train_idx"]) <= set(base["train_idx"])
+        assert len(set(split["train_idx"])) < 18  # drawn with replacement
+    assert not np.array_equal(members[0]["train_idx"], members[1]["train_idx"])
+    assert len(committee_members(folder)) == 2
+    assert_one_line_error(run("fit", recipe, "--bootstrap"), "add --committee N")
