@@ -114,9 +114,10 @@ def write_frames(path: Path, frames: Sequence[Atoms]) -> None:
     """extxyz, written whole then renamed (a file that exists is complete)."""
     import ase.io
 
-    tmp = path.with_name(path.name + ".tmp")
-    ase.io.write(tmp, list(frames), format="extxyz")
-    os.replace(tmp, path)
+    from mlcalc.files import written_whole
+
+    with written_whole(path) as tmp:
+        ase.io.write(tmp, list(frames), format="extxyz")
 
 
 def read_frames(path: Path) -> list[Atoms]:

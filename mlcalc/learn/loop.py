@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 from ase.calculators.calculator import Calculator
 
+from mlcalc.files import written_whole
 from mlcalc.learn import explore as steps
 from mlcalc.learn.recipe import LearnRecipe
 
@@ -91,10 +91,10 @@ def learn(recipe: LearnRecipe, reference: Calculator | None = None,
         if labelled:
             nxt = it / "next.db"
             if not nxt.is_file():
-                tmp = it / "next.db.tmp"
-                shutil.copyfile(data, tmp)
-                ASEAtomsData(tmp).add_systems(labelled, _labels(labelled, ASEAtomsData(tmp)))
-                os.replace(tmp, nxt)
+                with written_whole(nxt) as tmp:
+                    shutil.copyfile(data, tmp)
+                    grown = ASEAtomsData(tmp)
+                    grown.add_systems(labelled, _labels(labelled, grown))
             data = nxt
         status = _status(recipe, k, n_above, len(labelled), budget)
         row = {"iteration": k, "data_size": size, "max_force_std": float(spreads.max()),
@@ -164,18 +164,16 @@ def _heldout_mae(committee: Path, labelled) -> float | None:
 
 
 def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2) + "\n")
 
 
 def _table(out: Path, rows: list[dict[str, Any]]) -> None:
     """learn.csv and learn.png over the iterations so far."""
-    with open(out / "learn.csv.tmp", "w", newline="") as fh:
+    with written_whole(out / "learn.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(out / "learn.csv.tmp", out / "learn.csv")
     if rows:
         from mlcalc.plots import learning_loop_plot
 

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from mlcalc.exceptions import ModelFileError
+from mlcalc.files import written_whole
 
 COMMITTEE_FILE = "committee.json"
 
@@ -45,7 +46,6 @@ def write_committee(folder: str | os.PathLike, members: list[str | os.PathLike],
     folder = Path(folder)
     index = folder / COMMITTEE_FILE
     names = [str(Path(m).resolve().relative_to(folder.resolve())) for m in members]
-    tmp = index.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"members": names, "seeds": seeds}, indent=2) + "\n")
-    os.replace(tmp, index)
+    with written_whole(index) as tmp:
+        tmp.write_text(json.dumps({"members": names, "seeds": seeds}, indent=2) + "\n")
     return index

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from mlcalc.exceptions import EnsembleError
+from mlcalc.files import written_whole
 from mlcalc.model.committee import COMMITTEE_FILE, write_committee
 from mlcalc.train.fit import FitResult, RunFolderError, fit
 from mlcalc.train.recipe import Recipe
@@ -54,9 +55,8 @@ def bootstrap_split(recipe: Recipe, k: int, folder: Path) -> Path:
     train = np.random.default_rng(recipe.train.seed + k).choice(
         base["train"], size=len(base["train"]), replace=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("split.tmp.npz")
-    np.savez(tmp, train_idx=np.sort(train), val_idx=base["val"], test_idx=base["test"])
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        np.savez(tmp, train_idx=np.sort(train), val_idx=base["val"], test_idx=base["test"])
     return path
 
 
