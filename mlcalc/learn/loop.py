@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from ase.calculators.calculator import Calculator
 
+from mlcalc.exceptions import MlcalcError
 from mlcalc.files import written_whole
 from mlcalc.learn import explore as steps
 from mlcalc.learn.recipe import LearnRecipe
@@ -85,6 +86,9 @@ def learn(recipe: LearnRecipe, reference: Calculator | None = None,
         budget = _budget(recipe, rows)
         selected = _step(it / "selected.extxyz", steps.select, explored, recipe.select, budget)
         labelled = _step(it / "labelled.extxyz", steps.label, selected, reference)
+        if not explored:
+            raise MlcalcError(f"{it / 'explored.extxyz'}: the exploration recorded no frame "
+                              "(non-finite forces from the first step?)")
         spreads = np.array([f.info[steps.SPREAD] for f in explored])
         n_above = int((spreads > recipe.select.threshold).sum())
         size = len(ASEAtomsData(data))
