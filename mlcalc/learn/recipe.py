@@ -31,15 +31,13 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from mlcalc.exceptions import MlcalcError, did_you_mean
+from mlcalc.exceptions import MlcalcError
 from mlcalc.simulate.md_settings import MDSettings
-from mlcalc.train.recipe import Recipe, RecipeError, load_recipe, parse_recipe
-
-REFERENCES = ("emt", "lj")
+from mlcalc.train.recipe import Recipe, RecipeChecker, RecipeError, load_recipe, parse_recipe
 
 
 @dataclass
@@ -69,6 +67,17 @@ class SelectSection:
 
 
 @dataclass
+class _TopLevel:
+    """The learning recipe's own top-level keys (checked like every section)."""
+
+    committee: int = 3
+    reference: Literal["emt", "lj"] = "emt"
+    iterations: int = 4
+    max_labels: int | None = None
+    output_dir: str = "runs/learn"
+
+
+@dataclass
 class LearnRecipe:
     """A whole learning loop (see the module docstring)."""
 
@@ -83,30 +92,16 @@ class LearnRecipe:
     folder: str = "."
 
     def structures_path(self) -> Path:
+        """The starting structures, relative paths read from the recipe's folder."""
         path = Path(self.explore.structures).expanduser()
         return path if path.is_absolute() else Path(self.folder) / path
 
 
-def _section(cls: type, data: Any, where: str, source: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"{source}: {where}: expected a mapping of keys")
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            raise RecipeError(f"{source}: {where}.{key}: unknown key"
-                              f"{did_you_mean(str(key), names)}")
-    section = cls(**data)
-    for f in dataclasses.fields(cls):
-        value = getattr(section, f.name)
-        if isinstance(value, bool) or value is None:
-            continue
-        if isinstance(value, int | float) and value < 0 or (
-                f.name in ("steps", "record_every", "max_per_iteration", "timestep_fs")
-                and not value > 0):
-            raise RecipeError(f"{source}: {where}.{f.name}: must be positive, got {value}")
-    return section
+def _positive(checker: RecipeChecker, section: Any, where: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(section, name)
+        if value is not None and not value > 0:
+            checker.fail(f"{where}.{name}", f"must be positive, got {value}")
 
 
 def parse_learn_recipe(data: Any, source: str = "recipe",
@@ -116,42 +111,41 @@ def parse_learn_recipe(data: Any, source: str = "recipe",
     Raises:
         RecipeError: one line naming ``source`` and the dotted key.
     """
+    checker = RecipeChecker(source)
     if not isinstance(data, dict):
-        raise RecipeError(f"{source}: expected a mapping of sections")
-    names = [f.name for f in dataclasses.fields(LearnRecipe) if f.name != "folder"]
-    for key in data:
-        if key not in names:
-            raise RecipeError(f"{source}: {key}: unknown key{did_you_mean(str(key), names)}")
+        checker.fail("(top level)", "expected a mapping of sections")
     for key in ("fit", "explore"):
         if key not in data:
-            raise RecipeError(f"{source}: {key}: missing required section")
+            checker.fail(key, "missing required section")
     fit_spec = data["fit"]
     if isinstance(fit_spec, str):
         fit = load_recipe(Path(folder) / fit_spec)
     else:
         fit = parse_recipe(fit_spec, source=f"{source} (fit)", folder=folder)
-    recipe = LearnRecipe(fit=fit, explore=_section(ExploreSection, data["explore"], "explore",
-                                                   source),
-                         select=_section(SelectSection, data.get("select"), "select", source),
-                         folder=str(folder))
-    for key in ("committee", "reference", "iterations", "max_labels", "output_dir"):
-        if key in data:
-            setattr(recipe, key, data[key])
-    if not isinstance(recipe.committee, int) or recipe.committee < 2:
-        raise RecipeError(f"{source}: committee: at least 2 models, got {recipe.committee!r}")
-    if recipe.reference not in REFERENCES:
-        raise RecipeError(f"{source}: reference: unknown '{recipe.reference}'"
-                          f"{did_you_mean(str(recipe.reference), REFERENCES)}; offline references: "
-                          + ", ".join(REFERENCES))
-    if not isinstance(recipe.iterations, int) or recipe.iterations < 1:
-        raise RecipeError(f"{source}: iterations: at least 1, got {recipe.iterations!r}")
-    if not recipe.explore.structures:
-        raise RecipeError(f"{source}: explore.structures: the starting structures are needed")
+    top = {k: v for k, v in data.items() if k not in ("fit", "explore", "select")}
+    recipe = checker.section(_TopLevel, top, "")
+    explore = checker.section(ExploreSection, data["explore"], "explore")
+    select = checker.section(SelectSection, data.get("select"), "select")
+    _positive(checker, explore, "explore", ("steps", "timestep_fs", "record_every",
+                                            "friction_per_fs", "stop_above"))
+    _positive(checker, select, "select", ("max_per_iteration",))
+    for where, value in (("select.threshold", select.threshold),
+                         ("select.min_separation", select.min_separation),
+                         ("max_labels", recipe.max_labels)):
+        if value is not None and value < 0:
+            checker.fail(where, f"must not be negative, got {value}")
+    if recipe.committee < 2:
+        checker.fail("committee", f"at least 2 models, got {recipe.committee}")
+    if recipe.iterations < 1:
+        checker.fail("iterations", f"at least 1, got {recipe.iterations}")
+    if not explore.structures:
+        checker.fail("explore.structures", "the starting structures are needed")
     try:
-        md_settings(recipe.explore)  # each condition is checked as mlcalc md checks it
+        md_settings(explore)  # each condition is checked as mlcalc md checks it
     except MlcalcError as exc:
-        raise RecipeError(f"{source}: explore: {exc}") from None
-    return recipe
+        checker.fail("explore", str(exc))
+    return LearnRecipe(fit=fit, explore=explore, select=select, folder=str(folder),
+                       **dataclasses.asdict(recipe))
 
 
 def md_settings(explore: ExploreSection) -> list[MDSettings]:

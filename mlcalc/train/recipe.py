@@ -159,7 +159,10 @@ _NON_NEGATIVE = {"weight", "weight_decay", "warmup_epochs", "num_workers", "lr_p
 _FRACTION = {"lr_factor", "ema_decay"}
 
 
-class _Checker:
+class RecipeChecker:
+    """Strict reading of recipe sections: unknown keys, types and ranges fail in one line
+    naming ``source`` and the dotted key (shared by fit and learning-loop recipes)."""
+
     def __init__(self, source: str) -> None:
         self.source = source
 
@@ -173,15 +176,18 @@ class _Checker:
             self.fail(where, f"expected a mapping of keys, got {_kind(data)}")
         hints = typing.get_type_hints(cls)
         names = [f.name for f in dataclasses.fields(cls) if f.name not in ("source", "folder")]
+        def dotted(key: str) -> str:  # where "" is the top level
+            return f"{where}.{key}" if where else key
+
         for key in data:
             if key not in names:
-                self.fail(f"{where}.{key}", f"unknown key{did_you_mean(str(key), names)}")
+                self.fail(dotted(key), f"unknown key{did_you_mean(str(key), names)}")
         values = {}
         for f in dataclasses.fields(cls):
             if f.name in data:
-                values[f.name] = self.value(hints[f.name], data[f.name], f"{where}.{f.name}")
+                values[f.name] = self.value(hints[f.name], data[f.name], dotted(f.name))
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                self.fail(f"{where}.{f.name}", "missing required key")
+                self.fail(dotted(f.name), "missing required key")
         return cls(**values)
 
     def value(self, hint: Any, value: Any, key: str) -> Any:
@@ -264,7 +270,7 @@ def _describe(hint: Any) -> str:
     return " or ".join(words.get(a, str(a)) for a in args)
 
 
-def _model_section(checker: _Checker, data: Any) -> ModelSection:
+def _model_section(checker: RecipeChecker, data: Any) -> ModelSection:
     from mlcalc.representation import REPRESENTATIONS
 
     data = dict(data or {}) if isinstance(data, dict) or data is None else data
@@ -314,7 +320,7 @@ def parse_recipe(data: Any, source: str = "recipe", folder: str | os.PathLike = 
     Raises:
         RecipeError: one line naming ``source`` and the dotted key.
     """
-    checker = _Checker(source)
+    checker = RecipeChecker(source)
     if not isinstance(data, dict):
         checker.fail("(top level)", f"expected a mapping of sections, got {_kind(data)}")
     sections = ["data", "model", "outputs", "offsets", "train", "output_dir"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 
 import ase.io
 import pytest
@@ -139,7 +140,19 @@ def test_cli_runs_and_bad_recipes_are_one_line(tmp_path, emt_db):
     assert result.exit_code == 0, result.output
     assert "iterations spent after 1 iteration(s)" in result.output
     bad = write_learn_recipe(tmp_path, emt_db, reference="dft")
-    assert_one_line_error(CliRunner().invoke(cli, ["learn", str(bad)]), "reference: unknown 'dft'")
+    assert_one_line_error(CliRunner().invoke(cli, ["learn", str(bad)]),
+                          "reference: must be one of emt, lj, got 'dft'")
+    for changes, message in (
+            ({"explore": {"structures": "s.xyz", "steps": "fast"}},
+             "explore.steps: expected an integer, got str 'fast'"),
+            ({"explore": {"structures": "s.xyz", "temperatures_K": "hot"}},
+             "explore.temperatures_K: expected a list"),
+            ({"explore": {"structures": "s.xyz", "record_every": 0}},
+             "explore.record_every: must be positive, got 0"),
+            ({"output_dir": 3}, "output_dir: expected a string, got int 3"),
+            ({"comittee": 2}, "comittee: unknown key (did you mean 'committee'?)")):
+        with pytest.raises(RecipeError, match=re.escape(message)):
+            load_learn_recipe(write_learn_recipe(tmp_path, emt_db, **changes))
     with pytest.raises(RecipeError, match="explore: unknown ensemble 'nvt-langevn'"):
         load_learn_recipe(write_learn_recipe(tmp_path, emt_db, explore={
             "structures": "s.xyz", "ensemble": "nvt-langevn"}))
