@@ -68,13 +68,13 @@ def select(frames: Sequence[Atoms], settings: SelectSection, budget: int | None)
                                                                 settings.max_per_iteration)
     above = sorted((f for f in frames if f.info[SPREAD] > settings.threshold),
                    key=lambda f: -f.info[SPREAD])
+    gap = settings.min_separation * _record_step(frames)  # in MD steps
     chosen: list[Atoms] = []
     for frame in above:
         if len(chosen) >= cap:
             break
         near = any(c.info["trajectory"] == frame.info["trajectory"]
-                   and abs(c.info["step"] - frame.info["step"])
-                   < settings.min_separation * _record_step(frames) for c in chosen)
+                   and abs(c.info["step"] - frame.info["step"]) < gap for c in chosen)
         if not near:
             chosen.append(frame)
     return chosen
@@ -87,14 +87,12 @@ def _record_step(frames: Sequence[Atoms]) -> int:
 
 def label(frames: Sequence[Atoms], reference: Calculator) -> list[Atoms]:
     """The frames with the reference's energy, forces (and stress where periodic) attached."""
+    from mlcalc.data.generate.common import label as reference_labels
+
     out = []
     for frame in frames:
         atoms = frame.copy()
-        atoms.calc = reference
-        results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
-        if atoms.pbc.all():
-            results["stress"] = atoms.get_stress()
-        atoms.calc = SinglePointCalculator(atoms, **results)
+        atoms.calc = SinglePointCalculator(atoms, **reference_labels(atoms, reference, True))
         out.append(atoms)
     return out
 
@@ -105,9 +103,9 @@ def reference_calculator(name: str) -> Calculator:
         from ase.calculators.emt import EMT
 
         return EMT()
-    from ase.calculators.lj import LennardJones
+    from mlcalc.data.generate.lj import lj_calculator
 
-    return LennardJones(sigma=3.4, epsilon=0.0104, rc=3 * 3.4, smooth=True)
+    return lj_calculator()
 
 
 def write_frames(path: Path, frames: Sequence[Atoms]) -> None:

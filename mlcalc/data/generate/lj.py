@@ -16,6 +16,15 @@ from mlcalc.data.generate.common import Progress, check_new_path, label, write_s
 from mlcalc.exceptions import unknown_name
 
 
+def lj_calculator(sigma: float = 3.4, epsilon: float = 0.0104, rc: float | None = None):
+    """ASE's smooth :class:`~ase.calculators.lj.LennardJones`, Ar-like by default (σ in Å,
+    ε in eV, cutoff ``rc`` in Å, default 3σ): the reference of :func:`generate_lj`."""
+    from ase.calculators.lj import LennardJones
+
+    return LennardJones(sigma=sigma, epsilon=epsilon, rc=3.0 * sigma if rc is None else rc,
+                        smooth=True)
+
+
 def generate_lj(path: str | os.PathLike, n_structures: int = 100,
                 n_atoms: tuple[int, int] = (8, 20), seed: int = 0, element: str = "Ar",
                 sigma: float = 3.4, epsilon: float = 0.0104, rc: float | None = None,
@@ -48,7 +57,6 @@ def generate_lj(path: str | os.PathLike, n_structures: int = 100,
     Returns:
         The new data set with energy (eV) and forces (eV/Å).
     """
-    from ase.calculators.lj import LennardJones
     from ase.optimize import FIRE
 
     check_new_path(path, n_structures)
@@ -57,8 +65,7 @@ def generate_lj(path: str | os.PathLike, n_structures: int = 100,
     lo, hi = (int(k) for k in n_atoms)
     if not 2 <= lo <= hi:
         raise ValueError(f"n_atoms must be (min, max) with 2 <= min <= max, got {n_atoms}")
-    rc = 3.0 * sigma if rc is None else rc
-    calc = LennardJones(sigma=sigma, epsilon=epsilon, rc=rc, smooth=True)
+    calc = lj_calculator(sigma, epsilon, rc)
     rng = np.random.default_rng(seed)
     # Enough lattice sites around the origin for the largest cluster.
     reps = int(np.ceil((hi / 4.0) ** (1.0 / 3.0))) + 2
@@ -86,6 +93,6 @@ def generate_lj(path: str | os.PathLike, n_structures: int = 100,
             progress(k + 1, n_structures)
     return write_set(path, frames, labels, {P.energy: "eV", P.forces: "eV/Ang"},
                   generator="ase.calculators.lj.LennardJones", element=element, seed=seed,
-                  n_atoms=[lo, hi], sigma=sigma, epsilon=epsilon, rc=rc, smooth=True,
-                  rattle_A=rattle_A, max_relax_steps=max_relax_steps,
+                  n_atoms=[lo, hi], sigma=sigma, epsilon=epsilon, rc=calc.parameters.rc,
+                  smooth=True, rattle_A=rattle_A, max_relax_steps=max_relax_steps,
                   ase_version=ase.__version__)
