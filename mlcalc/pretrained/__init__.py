@@ -21,17 +21,15 @@ def bundled_models() -> dict[str, Path]:
 
 
 def resolve_model_path(model: str | os.PathLike) -> Path:
-    """Path of ``model``: an existing file, or the name of a bundled model.
+    """Path of ``model``: an existing file (or folder, which the model reader refuses
+    naming it, :func:`mlcalc.model.io.read_model_file`), or the name of a bundled model.
 
     Raises:
-        ModelFileError: neither a file nor a bundled model.
+        ModelFileError: neither a file, a folder nor a bundled model.
     """
     path = Path(model)
-    if path.is_file():
+    if path.exists():
         return path
-    if path.is_dir():
-        raise ModelFileError(f"{model} is a folder, not a model file (a committee folder "
-                             "holds a committee.json)")
     bundled = bundled_models()
     if str(model) in bundled:
         return bundled[str(model)]

@@ -105,9 +105,10 @@ def fit_committee(recipe: Recipe, n_members: int, output_dir: str | os.PathLike 
 
 def _finished(run_dir: Path) -> FitResult:
     """The result of a member trained before (its model.pt and metrics.json)."""
-    from mlcalc.model.io import load_model
+    from mlcalc.model.io import read_model_file
 
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    epochs = int(load_model(run_dir / "model.pt").metadata.get("epochs", 0))
+    metadata = read_model_file(run_dir / "model.pt").get("metadata") or {}
+    epochs = int(metadata.get("epochs", 0))
     return FitResult(run_dir, run_dir / "model.pt", metrics, epochs)
