@@ -21,6 +21,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from mlcalc import properties as P
 from mlcalc.allocator import keep_freed_memory
+from mlcalc.data.atoms import validate_structure
 from mlcalc.exceptions import DeviceError
 from mlcalc.model import (
     DTYPES,
@@ -36,6 +37,7 @@ from mlcalc.model import (
     structure_inputs,
 )
 from mlcalc.model.committee import committee_members
+from mlcalc.model.static import STATIC_PROPERTIES, StaticEvaluator
 from mlcalc.pretrained import resolve_model_path
 from mlcalc.transform.verlet import VerletNeighborList
 
@@ -137,6 +139,19 @@ class MLCalculator(Calculator):
             the device (saved in the model file: matscipy on CPU, torch on GPU).
         info_keys: ``atoms.info`` keys the model reads; a change of any of
             them invalidates the cached results.
+        padded: evaluate energy, forces and stress on the static-shape,
+            device-resident step (:mod:`mlcalc.model.static`: padded pair
+            capacity, skin check on the device, one synchronisation per
+            step). None: on for CUDA, off on CPU (where the dynamic list,
+            cut to the cutoff, is faster). Ensembles and the Hessian always
+            take the dynamic path.
+        cuda_graphs: replay the padded step as a CUDA graph (recaptured when
+            the pair capacity grows or the atom count changes; a failed
+            capture warns once and runs eagerly). None: on for CUDA.
+        tf32: allow TF32 matrix products on CUDA during a step. Off by
+            default: TF32 keeps 10 mantissa bits, so float32 forces would
+            carry ~1e-3 relative error, more than the model's own float32
+            rounding; set only around the step, never process-wide.
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
 
     Which implementation of the message steps runs (the compiled kernels of
@@ -155,7 +170,8 @@ class MLCalculator(Calculator):
     def __init__(self, model: ModelSpec | Sequence[ModelSpec], device: str = "auto",
                  dtype: str | torch.dtype | None = None, skin: float = DEFAULT_SKIN,
                  threads: int | None = None, neighbor_list: str | None = None,
-                 info_keys: Sequence[str] = (), **kwargs) -> None:
+                 info_keys: Sequence[str] = (), padded: bool | None = None,
+                 cuda_graphs: bool | None = None, tf32: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         keep_freed_memory()  # no page faults from per-step allocations (see mlcalc.allocator)
         self.threads = set_threads(threads)
@@ -172,10 +188,29 @@ class MLCalculator(Calculator):
             model_neighbor_list(self.model, self.device, self.skin, neighbor_list),
             self.cutoff, self.skin)
         self.info_keys = tuple(info_keys)
+        self.static = self._static_evaluator(padded, cuda_graphs, tf32)
         self.n_model_calls = 0
         self.timings = {"neighbor_list": 0.0, "model": 0.0, "calculate": 0.0}
         self._want_stress = False
         self._checked_numbers: np.ndarray | None = None
+
+    def _static_evaluator(self, padded: bool | None, cuda_graphs: bool | None,
+                          tf32: bool) -> StaticEvaluator | None:
+        on_cuda = self.device.type == "cuda"
+        if cuda_graphs and not on_cuda:
+            raise ValueError(f"cuda_graphs needs a CUDA device; this calculator runs on "
+                             f"{self.device}")
+        if padded is None:
+            padded = on_cuda and not isinstance(self.model, EnsemblePotential)
+        if not padded:
+            if cuda_graphs:
+                raise ValueError("cuda_graphs needs the padded step (padded=True)")
+            return None
+        if isinstance(self.model, EnsemblePotential):
+            raise ValueError("the padded step evaluates one model, not an ensemble")
+        nl = model_neighbor_list(self.model, self.device, self.skin, self.backend)
+        graphs = on_cuda if cuda_graphs is None else bool(cuda_graphs)
+        return StaticEvaluator(self.model, nl, self.skin, cuda_graphs=graphs, tf32=tf32)
 
     @property
     def elements(self) -> list[int] | None:
@@ -215,6 +250,16 @@ class MLCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         props = self._properties_to_compute(atoms, properties)
+        if self.static is not None and set(props) <= STATIC_PROPERTIES:
+            validate_structure(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+            self._check_elements(atoms.numbers)
+            t1 = time.perf_counter()
+            self.results = self.static(atoms, props)
+            self.results[P.free_energy] = self.results[P.energy]
+            self.n_model_calls += 1
+            self.timings["model"] += time.perf_counter() - t1
+            self.timings["calculate"] += time.perf_counter() - t0
+            return
         inputs = structure_inputs(atoms, self.device)  # validates the structure first
         self._check_elements(atoms.numbers)
         t1 = time.perf_counter()
@@ -278,7 +323,9 @@ class MLCalculator(Calculator):
         """A new calculator on the same model object (no reload): own Verlet list, own timings."""
         return MLCalculator(self.model, device=self.device, skin=self.skin,
                             threads=self.threads, neighbor_list=self.backend,
-                            info_keys=self.info_keys)
+                            info_keys=self.info_keys, padded=self.static is not None,
+                            cuda_graphs=self.static is not None and self.static.cuda_graphs,
+                            tf32=self.static is not None and self.static.tf32)
 
     def __repr__(self) -> str:
         kind = type(self.model).__name__

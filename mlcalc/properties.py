@@ -21,6 +21,10 @@ idx = "idx"  #: (M,) int64 index of the structure in its data set
 idx_i = "idx_i"  #: (E,) int64 centre atom of each pair
 idx_j = "idx_j"  #: (E,) int64 neighbor atom of each pair
 cell_shifts = "cell_shifts"  #: (E, 3) integer cell shifts (stored as int64)
+#: (E,) bool, optional: False marks a padding slot of a static-shape pair list
+#: (:mod:`mlcalc.transform.padded`); its pair vector is set beyond any cutoff,
+#: so it contributes exactly zero.
+pair_mask = "pair_mask"
 Rij = "Rij"  #: (E, 3) float64 pair vectors R_j - R_i + shift @ cell, Å
 
 # --- strain (stress) ----------------------------------------------------

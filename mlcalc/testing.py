@@ -241,3 +241,53 @@ def assert_physics(model: NeuralNetworkPotential, atoms: Atoms,
             expect("finite-difference stress", check_stress(model, atoms), ("fd_stress",))
     if failures:
         raise AssertionError("; ".join(failures))
+
+
+# ---- host synchronisation (static-shape step) --------------------------------------------------
+#: Operators that make the host wait for the device: a value read back
+#: (``.item()``, ``bool(t)``, ``torch.equal``) or an output whose shape
+#: depends on the data (``nonzero``, ``unique``, boolean-mask indexing, ...).
+#: On CUDA each is a synchronisation and none can be captured in a graph.
+SYNCING_OPS = ("_local_scalar_dense", "nonzero", "masked_select", "unique_consecutive",
+               "_unique2", "unique_dim", "_unique", "equal", "is_nonzero", "allclose",
+               "repeat_interleave", "bincount", "histc", "_assert_async")
+
+
+class HostSyncRecorder:
+    """Record the syncing operators (:data:`SYNCING_OPS`) run inside a block, on any device.
+
+    The CPU counterpart of ``torch.cuda.set_sync_debug_mode("error")``: it
+    sees every aten operator, so a step that passes it on CPU has no
+    data-dependent shape and reads no value back.
+
+        >>> with HostSyncRecorder() as rec:   # doctest: +SKIP
+        ...     step()
+        >>> rec.ops
+        []
+    """
+
+    def __init__(self) -> None:
+        self.ops: list[str] = []
+        self._mode = None
+
+    def __enter__(self) -> HostSyncRecorder:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        recorder = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func.overloadpacket.__name__
+                boolean_index = name == "index" and any(
+                    isinstance(t, torch.Tensor) and t.dtype == torch.bool
+                    for t in (args[1] if len(args) > 1 else []) if t is not None)
+                if name in SYNCING_OPS or boolean_index:
+                    recorder.ops.append(str(func))
+                return func(*args, **(kwargs or {}))
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)

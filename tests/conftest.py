@@ -21,6 +21,9 @@ torch.set_num_threads(1)
 #: Every registered representation: the contract and physics tests run over all.
 MODELS = tuple(REPRESENTATIONS)
 DTYPES = (torch.float32, torch.float64)
+#: Devices a device-parametrized test runs on: CUDA only where there is one
+#: (the ``gpu`` marker; see examples/gpu_check.sh).
+DEVICES = ("cpu", pytest.param("cuda", marks=pytest.mark.gpu))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -58,12 +61,12 @@ def help_without_torch(*args: str) -> str:
 
 
 def tiny_model(name: str, dtype: torch.dtype = torch.float64, cutoff: float = 4.0,
-               seed: int = 0, **kwargs) -> torch.nn.Module:
-    """A tiny randomly initialised potential (deterministic by seed)."""
+               seed: int = 0, device: str = "cpu", **kwargs) -> torch.nn.Module:
+    """A tiny randomly initialised potential (deterministic by seed), on ``device``."""
     torch.manual_seed(seed)
     hp = dict(n_atom_basis=16, n_interactions=2, n_rbf=12, cutoff=cutoff)
     hp.update(kwargs)
-    return build_potential(name, dtype=dtype, **hp).eval()
+    return build_potential(name, dtype=dtype, **hp).to(device).eval()
 
 
 @pytest.fixture(params=MODELS)

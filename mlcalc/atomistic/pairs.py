@@ -9,6 +9,11 @@ from torch import nn
 
 from mlcalc import properties as P
 
+#: Length (Å) of the pair vector given to a padding slot (``pair_mask`` False):
+#: beyond any model's cutoff, so the cutoff function (and its derivative) is
+#: exactly zero there and the slot contributes nothing.
+PADDING_DISTANCE = 1000.0
+
 
 class PairVectors(nn.Module):
     """Compute ``Rij = R_j - R_i + shift_ij @ cell`` in float64.
@@ -20,6 +25,12 @@ class PairVectors(nn.Module):
     the same autograd call as the forces. Because the Cartesian image offsets
     are computed here from the (strained) cell and the stored integer shifts,
     the stress is exact for periodic images too.
+
+    With a ``pair_mask`` (E,) in the inputs (a static-shape list from
+    :mod:`mlcalc.transform.padded`), the slots it marks False get the vector
+    (:data:`PADDING_DISTANCE`, 0, 0): finite, beyond the cutoff, and not
+    connected to positions or strain, so they add exactly zero to energy,
+    forces and stress.
     """
 
     name = "pair_vectors"
@@ -40,7 +51,13 @@ class PairVectors(nn.Module):
         else:
             pair_cell = cell[inputs[P.idx_m][idx_i]]  # (E, 3, 3)
             offsets = torch.bmm(shifts[:, None, :], pair_cell).squeeze(1)
-        inputs[P.Rij] = pos[idx_j] - pos[idx_i] + offsets
+        rij = pos[idx_j] - pos[idx_i] + offsets
+        mask = inputs.get(P.pair_mask)
+        if mask is not None:
+            far = torch.zeros(3, dtype=rij.dtype, device=rij.device)
+            far[0] = PADDING_DISTANCE
+            rij = torch.where(mask[:, None], rij, far)
+        inputs[P.Rij] = rij
         return inputs
 
     def get_config(self) -> dict[str, Any]:
