@@ -44,7 +44,8 @@ def main() -> None:
     print(f"# machine: {machine_line(args.device, [args.threads])}")
     print(f"# {args.features}x{args.interactions} models, cutoff {args.cutoff} Å, float32, "
           f"fcc Cu, VelocityVerlet 1 fs, median of {args.repeats} repeats")
-    columns = ("model", "path", "atoms", "skin", *MD_COLUMNS[5:-2])
+    columns = ("model", "path", "step", "atoms", "skin",
+               *MD_COLUMNS[MD_COLUMNS.index("steps/s"):MD_COLUMNS.index("stress %")])
     print(format_table([], columns))
     for n in args.sizes:
         for name in args.models:

@@ -39,9 +39,14 @@ from mlcalc.calculator import MLCalculator, resolve_device, set_threads
 from mlcalc.exceptions import unknown_name
 
 #: Atom counts of the fcc Cu supercells -> repetitions of the 4-atom cubic cell.
-SUPERCELLS = {32: 2, 108: 3, 256: 4, 500: 5, 864: 6, 2048: 8, 4000: 10, 8788: 13, 16384: 16}
-MD_COLUMNS = ("model", "path", "atoms", "threads", "props", "steps/s", "atom-steps/s", "ms/step",
-              "NL ms", "model ms", "rest ms", "ASE ms", "NL %", "stress %", "peak MiB")
+SUPERCELLS = {32: 2, 108: 3, 256: 4, 500: 5, 864: 6, 2048: 8, 4000: 10, 8788: 13, 16384: 16,
+              32000: 20, 108000: 30}
+#: How MLCalculator evaluates a step (see :mod:`mlcalc.model.static`): the
+#: dynamic list cut to the cutoff, the padded static-shape step, or the padded
+#: step replayed as a CUDA graph.
+STEPS = ("dynamic", "padded", "graph")
+MD_COLUMNS = ("model", "path", "step", "atoms", "threads", "props", "steps/s", "atom-steps/s",
+              "ms/step", "NL ms", "model ms", "rest ms", "ASE ms", "NL %", "stress %", "peak MiB")
 TRAINING_COLUMNS = ("model", "path", "structures", "batch", "threads", "structures/s", "ms/batch",
                     "peak MiB")
 
@@ -133,7 +138,8 @@ def _potential(model_name: str, features: int, interactions: int, cutoff: float)
 def bench_md(model_name: str, n_atoms: int, threads: int, device: str = "cpu",
              stress: bool = False, *, features: int = 128, interactions: int = 3,
              cutoff: float = 5.0, repeats: int = 5, atom_steps: int = 4000,
-             skin: float | None = None, path: str = "fused") -> dict[str, object]:
+             skin: float | None = None, path: str = "fused",
+             step: str | None = None) -> dict[str, object]:
     """MD throughput of one model on ``n_atoms`` fcc Cu atoms.
 
     Args:
@@ -149,6 +155,8 @@ def bench_md(model_name: str, n_atoms: int, threads: int, device: str = "cpu",
         path: ``fused`` (the compiled kernels of :mod:`mlcalc.kernels` where
             the device has them) or ``eager`` (their plain torch reference).
             The row's ``path`` says which one ran.
+        step: ``dynamic``, ``padded`` or ``graph`` (:data:`STEPS`); None:
+            MLCalculator's default for the device (graph on CUDA, dynamic on CPU).
 
     Returns:
         A row: the :data:`MD_COLUMNS` (times per step in ms; ``stress %`` is
@@ -158,13 +166,20 @@ def bench_md(model_name: str, n_atoms: int, threads: int, device: str = "cpu",
     atoms = cu_supercell(n_atoms)  # refuses unknown sizes before any work
     set_threads(threads)
     steps = max(2, atom_steps // n_atoms)
+    options = {} if skin is None else {"skin": skin}
+    if step is not None:
+        if step not in STEPS:
+            raise unknown_name("step", step, STEPS)
+        options.update(padded=step != "dynamic", cuda_graphs=step == "graph")
     ase_step, _ = time_md(cu_supercell(n_atoms), ZeroCalculator(), steps, repeats, stress)
     calc = MLCalculator(_potential(model_name, features, interactions, cutoff), device=dev,
-                        threads=threads, **({} if skin is None else {"skin": skin}))
+                        threads=threads, **options)
     with kernel_path(path, dev) as ran, peak_memory(dev) as peak:
         step, split = time_md(atoms, calc, steps, repeats, stress)
     nl, mdl = split["neighbor_list"], split["model"]
-    return {"model": model_name, "path": ran,
+    static = calc.static
+    ran_step = "dynamic" if static is None else "graph" if static.cuda_graphs else "padded"
+    return {"model": model_name, "path": ran, "step": ran_step,
             "atoms": n_atoms, "threads": calc.threads,
             "props": "E+F+S" if stress else "E+F", "steps/s": 1 / step,
             "atom-steps/s": n_atoms / step, "ms/step": 1e3 * step, "NL ms": 1e3 * nl,
@@ -192,7 +207,7 @@ def kernel_path(path: str, device: torch.device) -> Iterator[str]:
 
 def add_stress_overhead(rows: Sequence[dict]) -> None:
     """Set ``stress %`` of each E+F+S row: its extra time per step over the matching E+F row."""
-    key = ("model", "path", "atoms", "threads", "device", "skin")
+    key = ("model", "path", "step", "atoms", "threads", "device", "skin")
     plain = {tuple(r[k] for k in key): r for r in rows if r["props"] == "E+F"}
     for row in rows:
         base = plain.get(tuple(row[k] for k in key))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from mlcalc import bench
 
@@ -58,3 +59,29 @@ def test_report_has_machine_line_and_tables():
     assert "| " + " | ".join(bench.MD_COLUMNS) + " |" in lines
     assert "| " + " | ".join(bench.TRAINING_COLUMNS) + " |" in lines
     assert "| 1.5 | 1.5 | 1.5 | 1.5 |" in report and "| - |" in report and "12346" in report
+
+
+def test_gpu_check_refuses_without_cuda_in_one_line(monkeypatch):
+    from click.testing import CliRunner
+
+    from mlcalc.cli.main import cli
+    from tests.conftest import assert_one_line_error
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(cli, ["bench", "--gpu-check"])
+    assert_one_line_error(result, "the GPU check needs a CUDA device")
+
+
+def test_gpu_check_benchmark_and_verdicts_run_small_on_cpu():
+    # The CUDA table's code, run small on CPU (padded step, tiny model): rows,
+    # the comparison rows and one verdict per target and model.
+    from mlcalc import gpu_check
+
+    rows, verdicts = gpu_check.benchmark(("schnet",), device="cpu", step="padded",
+                                         sizes=((32,), (108,), (32, 108)), compare_at=32,
+                                         atom_steps=64, **TINY)
+    assert [r["step"] for r in rows] == ["padded", "padded", "dynamic", "padded", "padded"]
+    assert len(verdicts) == 3 and all(v.endswith(("PASS", "FAIL")) for v in verdicts)
+    assert "MD steps/s at <= 1,000 atoms" in verdicts[0]
+    assert gpu_check.tf32_force_error(32, device="cpu", features=8) == 0.0  # no TF32 on CPU
+    assert gpu_check.tests_folder().name == "tests"

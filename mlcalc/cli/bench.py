@@ -52,7 +52,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value):
               help="Representations to time: --models painn,schnet or repeat the flag.")
 @click.option("--sizes", multiple=True, default=("108,500,2048",), show_default=True,
               callback=_sizes, help="fcc Cu atom counts (32, 108, 256, 500, 864, 2048, 4000, "
-                                    "8788, 16384), comma list or repeated.")
+                                    "8788, 16384, 32000, 108000), comma list or repeated.")
 @click.option("--threads", "threads", multiple=True, default=("1",), show_default=True,
               callback=_threads, help="Torch threads, a number or 'all' (all CPUs); comma "
                                       "list or repeated: --threads 1 --threads all.")
@@ -62,6 +62,10 @@ def _positive(ctx: click.Context, param: click.Parameter, value):
               callback=lambda ctx, param, values: _split(values),
               help="Message ops: 'fused' (the compiled kernels, where the device has "
                    "them) and/or 'eager' (their plain torch reference); comma list or repeated.")
+@click.option("--step", "steps", multiple=True, default=(), callback=lambda ctx, param, values:
+              _split(values), help="How a step is evaluated: 'dynamic', 'padded' (static "
+              "shapes) and/or 'graph' (padded, replayed as a CUDA graph); comma list or "
+              "repeated. Default: MLCalculator's choice for the device.")
 @click.option("--stress/--no-stress", default=True, show_default=True,
               help="Also time E+F+S and report the stress overhead.")
 @click.option("--features", type=int, default=128, show_default=True, callback=_positive,
@@ -82,12 +86,24 @@ def _positive(ctx: click.Context, param: click.Parameter, value):
               help="Structures per training batch.")
 @click.option("--train-steps", type=int, default=20, show_default=True, callback=_positive,
               help="Timed training steps (after 2 warm-up steps).")
+@click.option("--gpu-check", is_flag=True,
+              help="On a CUDA machine: run the GPU tests (pytest -m gpu) and print the GPU "
+                   "table against the targets, with a PASS/FAIL summary (other options are "
+                   "ignored). Without CUDA: exits non-zero with one line.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Also write the tables to this Markdown file.")
 @one_line_errors
-def bench(models, sizes, threads, device, paths, stress, features, interactions, cutoff, repeats,
-          atom_steps, training, train_structures, batch_size, train_steps, output) -> None:
+def bench(models, sizes, threads, device, paths, steps, stress, features, interactions, cutoff,
+          repeats, atom_steps, training, train_structures, batch_size, train_steps, gpu_check,
+          output) -> None:
     """Benchmark MD and training throughput (random weights, float32)."""
+    if gpu_check:
+        from mlcalc import gpu_check as G
+
+        if not G.run():
+            raise SystemExit(1)
+        return
+    import itertools
     import tempfile
     from pathlib import Path
 
@@ -109,18 +125,24 @@ def bench(models, sizes, threads, device, paths, stress, features, interactions,
     if bad_paths:
         raise click.BadParameter(f"'{bad_paths[0]}' is not a path; paths: {', '.join(B.PATHS)}",
                                  param_hint="'--path'")
+    bad_steps = [s for s in steps if s not in B.STEPS]
+    if bad_steps:
+        raise click.BadParameter(f"'{bad_steps[0]}' is not a step; steps: {', '.join(B.STEPS)}",
+                                 param_hint="'--step'")
+    if "graph" in steps and resolve_device(device).type != "cuda":
+        raise click.BadParameter("'graph' needs --device cuda", param_hint="'--step'")
     shape = dict(features=features, interactions=interactions, cutoff=cutoff)
     md_rows, training_rows = [], []
     for n in sizes:
         for t in threads:
             for name in models:
-                for path in paths:
+                for path, step in itertools.product(paths, steps or (None,)):
                     for with_stress in (False, True) if stress else (False,):
-                        click.echo(f"md: {name} {path} {n} atoms {t} thread(s) "
-                                   f"{'E+F+S' if with_stress else 'E+F'}", err=True)
+                        click.echo(f"md: {name} {path} {step or 'default'} {n} atoms {t} "
+                                   f"thread(s) {'E+F+S' if with_stress else 'E+F'}", err=True)
                         md_rows.append(B.bench_md(name, n, t, device, with_stress,
                                                   repeats=repeats, atom_steps=atom_steps,
-                                                  path=path, **shape))
+                                                  path=path, step=step, **shape))
     B.add_stress_overhead(md_rows)
     if training:
         with tempfile.TemporaryDirectory() as tmp:
