@@ -69,7 +69,7 @@ def run_gpu_tests(folder: Path, timeout: float = 300.0) -> tuple[bool, str]:
 
 
 def tf32_force_error(n_atoms: int = 864, device: str = "cuda", features: int = 128) -> float:
-    """Largest |F(TF32) - F(FP32)| / max |F| of PaiNN (random weights) on rattled Cu."""
+    """Largest ``|F(TF32) - F(FP32)| / max |F|`` of PaiNN (random weights) on rattled Cu."""
     from mlcalc.bench import _potential, cu_supercell
     from mlcalc.calculator import MLCalculator
 
