@@ -85,3 +85,18 @@ def test_gpu_check_benchmark_and_verdicts_run_small_on_cpu():
     assert "MD steps/s at <= 1,000 atoms" in verdicts[0]
     assert gpu_check.tf32_force_error(32, device="cpu", features=8) == 0.0  # no TF32 on CPU
     assert gpu_check.tests_folder().name == "tests"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="machine has CUDA")
+def test_gpu_check_script_refuses_without_cuda():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "gpu_check.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode != 0
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: the GPU check needs a CUDA device")
