@@ -42,9 +42,9 @@ from mlcalc.exceptions import unknown_name
 SUPERCELLS = {32: 2, 108: 3, 256: 4, 500: 5, 864: 6, 2048: 8, 4000: 10, 8788: 13, 16384: 16,
               32000: 20, 108000: 30}
 #: How MLCalculator evaluates a step (see :mod:`mlcalc.model.static`): the
-#: dynamic list cut to the cutoff, the padded static-shape step, or the padded
-#: step replayed as a CUDA graph.
-STEPS = ("dynamic", "padded", "graph")
+#: dynamic list cut to the cutoff, the padded static-shape step, the padded
+#: step replayed as a CUDA graph, or the padded step through torch.compile.
+STEPS = ("dynamic", "padded", "graph", "compiled")
 MD_COLUMNS = ("model", "path", "step", "atoms", "threads", "props", "steps/s", "atom-steps/s",
               "ms/step", "NL ms", "model ms", "rest ms", "ASE ms", "NL %", "stress %", "peak MiB")
 TRAINING_COLUMNS = ("model", "path", "structures", "batch", "threads", "structures/s", "ms/batch",
@@ -155,7 +155,7 @@ def bench_md(model_name: str, n_atoms: int, threads: int, device: str = "cpu",
         path: ``fused`` (the compiled kernels of :mod:`mlcalc.kernels` where
             the device has them) or ``eager`` (their plain torch reference).
             The row's ``path`` says which one ran.
-        step: ``dynamic``, ``padded`` or ``graph`` (:data:`STEPS`); None:
+        step: ``dynamic``, ``padded``, ``graph`` or ``compiled`` (:data:`STEPS`); None:
             MLCalculator's default for the device (graph on CUDA, dynamic on CPU).
 
     Returns:
@@ -174,11 +174,18 @@ def bench_md(model_name: str, n_atoms: int, threads: int, device: str = "cpu",
     ase_step, _ = time_md(cu_supercell(n_atoms), ZeroCalculator(), steps, repeats, stress)
     calc = MLCalculator(_potential(model_name, features, interactions, cutoff), device=dev,
                         threads=threads, **options)
+    if step == "compiled":  # a bench-only variant of the padded step (MLCalculator has no option)
+        from mlcalc.model.static import StaticEvaluator
+
+        old = calc.static
+        calc.static = StaticEvaluator(old.model, old.verlet.neighbor_list, old.verlet.skin,
+                                      compile=True)
     with kernel_path(path, dev) as ran, peak_memory(dev) as peak:
         step, split = time_md(atoms, calc, steps, repeats, stress)
     nl, mdl = split["neighbor_list"], split["model"]
     static = calc.static
-    ran_step = "dynamic" if static is None else "graph" if static.cuda_graphs else "padded"
+    ran_step = ("dynamic" if static is None else "graph" if static.cuda_graphs
+                else "compiled" if static.compile else "padded")
     return {"model": model_name, "path": ran, "step": ran_step,
             "atoms": n_atoms, "threads": calc.threads,
             "props": "E+F+S" if stress else "E+F", "steps/s": 1 / step,

@@ -11,8 +11,8 @@ One command (``mlcalc bench --gpu-check`` or ``examples/gpu_check.sh``):
    cutoff 5 Å, float32, fcc Cu, E+F through :class:`~mlcalc.MLCalculator`
    inside ASE's VelocityVerlet, with ASE's own loop timed separately; MD
    steps/s at <= 1,000 atoms, atom-steps/s at >= 10k atoms, peak memory
-   per atom up to 108,000 atoms; the dynamic and padded-eager steps beside
-   the graph at 864 atoms;
+   per atom up to 108,000 atoms; the dynamic, padded-eager and
+   torch.compile'd steps beside the graph at 864 atoms;
 3. the TF32 error of the forces at 864 atoms;
 4. a PASS/FAIL line per part and overall (exit status 0 only if all pass).
 
@@ -83,10 +83,12 @@ def tf32_force_error(n_atoms: int = 864, device: str = "cuda", features: int = 1
 
 def benchmark(models=("painn", "schnet"), device: str = "cuda", step: str = "graph",
               sizes: tuple[tuple[int, ...], ...] = (SMALL, LARGE, MEMORY), compare_at: int = 864,
-              atom_steps: int = 20000, **shape) -> tuple[list[dict], list[str]]:
+              atom_steps: int = 20000, compare: tuple[str, ...] = ("dynamic", "padded", "compiled"),
+              **shape) -> tuple[list[dict], list[str]]:
     """The GPU rows and the target verdicts (one line each).
 
-    Each timed repeat runs max(20 N, ``atom_steps``) atom-steps. ``device``,
+    Each timed repeat runs max(20 N, ``atom_steps``) atom-steps; the steps
+    named in ``compare`` are timed at ``compare_at`` atoms beside ``step``. ``device``,
     ``step``, ``sizes`` and ``shape`` (features, interactions, cutoff) exist so
     that the same code runs small on CPU in the tests.
     """
@@ -98,7 +100,7 @@ def benchmark(models=("painn", "schnet"), device: str = "cuda", step: str = "gra
         timed = [bench_md(name, n, 1, device, repeats=5, atom_steps=max(20 * n, atom_steps),
                           step=step, **shape) for n in small_sizes + large_sizes]
         rows += timed
-        for other in ("dynamic", "padded"):
+        for other in compare:
             if other != step:
                 rows.append(bench_md(name, compare_at, 1, device, repeats=3,
                                      atom_steps=20 * compare_at, step=other, **shape))

@@ -64,8 +64,9 @@ def _positive(ctx: click.Context, param: click.Parameter, value):
                    "them) and/or 'eager' (their plain torch reference); comma list or repeated.")
 @click.option("--step", "steps", multiple=True, default=(), callback=lambda ctx, param, values:
               _split(values), help="How a step is evaluated: 'dynamic', 'padded' (static "
-              "shapes) and/or 'graph' (padded, replayed as a CUDA graph); comma list or "
-              "repeated. Default: MLCalculator's choice for the device.")
+              "shapes), 'graph' (padded, replayed as a CUDA graph) and/or 'compiled' (padded, "
+              "through torch.compile); comma list or repeated. Default: MLCalculator's "
+              "choice for the device.")
 @click.option("--stress/--no-stress", default=True, show_default=True,
               help="Also time E+F+S and report the stress overhead.")
 @click.option("--features", type=int, default=128, show_default=True, callback=_positive,

@@ -64,6 +64,9 @@ class StaticEvaluator:
         skin: Verlet skin, Å.
         cuda_graphs: capture and replay the step as a CUDA graph (CUDA only).
         tf32: allow TF32 matrix products on CUDA during the step.
+        compile: run the step through ``torch.compile`` (static shapes; the
+            first call compiles, for 10-40 s). Measured on CPU it does not pay
+            (docs/performance.rst); it exists so that the GPU check measures it.
         cell_tol: largest change of a cell element (Å) that is not a change.
 
     Attributes:
@@ -74,7 +77,7 @@ class StaticEvaluator:
     """
 
     def __init__(self, model, neighbor_list: NeighborList, skin: float,
-                 cuda_graphs: bool = False, tf32: bool = False,
+                 cuda_graphs: bool = False, tf32: bool = False, compile: bool = False,
                  cell_tol: float = 1e-12) -> None:
         self.model = model
         self.device = next(model.parameters()).device
@@ -83,6 +86,9 @@ class StaticEvaluator:
         self.verlet = PaddedVerletList(neighbor_list, model.cutoff, skin)
         self.cuda_graphs = cuda_graphs
         self.tf32 = tf32
+        self.compile = compile
+        if compile:
+            self._step = torch.compile(self._step, dynamic=False)
         self.cell_tol = cell_tol
         self.n_steps = self.n_repeats = self.n_captures = 0
         self.graph_error: str | None = None
