@@ -86,7 +86,9 @@ class Forces(nn.Module):
             periodic = inputs[P.pbc].all(dim=1)  # (M,)
             # stress is undefined (NaN) for a structure not periodic in 3D; the
             # volume there is set to 1 so that no gradient goes through 1/0
-            volume = torch.where(periodic, torch.abs(torch.linalg.det(cell)), 1.0)  # (M,)
+            # |det| as the triple product: element-wise, so a CUDA graph can hold it
+            det = (torch.linalg.cross(cell[:, 0], cell[:, 1], dim=-1) * cell[:, 2]).sum(-1)
+            volume = torch.where(periodic, torch.abs(det), 1.0)  # (M,)
             stress = full_to_voigt(grads[k]) / volume[:, None]
             inputs[self.stress_key] = torch.where(periodic[:, None], stress, torch.nan)
         return inputs

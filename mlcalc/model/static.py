@@ -95,6 +95,7 @@ class StaticEvaluator:
         self._host: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # numbers, cell, pbc
         self._inputs: dict[str, Tensor] = {}
         self._staging: Tensor | None = None  # pinned host copy of the positions (CUDA)
+        self._results: Tensor | None = None  # pinned host copy of the results (CUDA)
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensor]] = {}
 
     # ---- structure (host decisions) -------------------------------------------
@@ -189,12 +190,15 @@ class StaticEvaluator:
         """The one device-to-host copy of the step (its only synchronisation)."""
         if packed.device.type != "cuda":
             return packed.numpy().copy()
-        host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+        host = self._results
+        if host is None or host.shape != packed.shape:
+            host = self._results = torch.empty(packed.shape, dtype=packed.dtype,
+                                               pin_memory=True)
         host.copy_(packed, non_blocking=True)
         done = torch.cuda.Event()
         done.record()
         done.synchronize()
-        return host.numpy()
+        return host.numpy().copy()
 
     def __call__(self, atoms: Atoms, properties: Iterable[str]) -> dict[str, float | np.ndarray]:
         """Energy (eV), energies (N,), forces (N, 3) eV/Å [, stress (6,) eV/Å³] of ``atoms``.
