@@ -100,3 +100,29 @@ def test_gpu_check_script_refuses_without_cuda():
     assert proc.returncode != 0
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: the GPU check needs a CUDA device")
+
+
+@pytest.mark.parametrize("tests_pass, verdict", [(True, "PASS"), (False, "FAIL")])
+def test_gpu_check_summary(monkeypatch, capsys, tests_pass, verdict):
+    # The orchestration of the check (its parts are tested above), with the
+    # CUDA-only parts replaced: the summary says PASS only if every part passed.
+    from mlcalc import gpu_check
+
+    row = dict.fromkeys(bench.MD_COLUMNS, 1.0) | {"model": "painn", "step": "graph"}
+    calls = []
+
+    def fake_benchmark(models, compare=()):
+        calls.append((models, compare))
+        return [dict(row, model=models[0])], [f"{models[0]}: target PASS"]
+
+    monkeypatch.setattr(gpu_check, "require_cuda", lambda: None)
+    monkeypatch.setattr(gpu_check, "run_gpu_tests", lambda folder: (tests_pass, "3 passed"))
+    monkeypatch.setattr(gpu_check, "benchmark", fake_benchmark)
+    monkeypatch.setattr(gpu_check, "tf32_force_error", lambda: 2e-4)
+    monkeypatch.setattr(bench, "machine_line", lambda *a: "a GPU machine")
+    assert gpu_check.run() is tests_pass
+    out = capsys.readouterr().out
+    assert f"GPU check: {verdict}" in out and "| painn | 1 | graph |" in out
+    assert "TF32 force error (off by default): 2.00e-04 of max |F| PASS" in out
+    assert calls == [(("painn",), ("dynamic", "padded", "compiled")),
+                     (("schnet",), ("dynamic", "padded"))]
