@@ -364,3 +364,22 @@ def test_tf32_error_is_bounded_and_off_by_default(model_name):
     assert torch.backends.cuda.matmul.allow_tf32 is False  # restored after each step
     scale = np.abs(f_exact).max()
     assert np.abs(f_fast - f_exact).max() < 1e-2 * scale
+
+
+@pytest.mark.parametrize("backend", ["torch", "torch_cluster"])
+def test_padded_step_on_each_device_backend(model_name, backend):
+    # The device-side searches (the torch cell list, torch-cluster's radius)
+    # fill the padded list; results equal the dynamic path's.
+    if backend == "torch_cluster":
+        pytest.importorskip("torch_cluster")
+    calc = padded_calc(tiny_model(model_name), "cpu", neighbor_list=backend)
+    frames, results = [], []
+    for k in range(3):
+        frame = hot_cu(seed=k)
+        calc.calculate(frame, [P.energy, P.forces, P.stress])
+        frames.append(frame)
+        results.append(dict(calc.results))
+    assert type(calc.static.verlet.neighbor_list).__name__.lower().startswith(
+        backend.replace("_", ""))
+    for got, want in zip(results, reference(model_name, frames), strict=True):
+        assert_same(got, want)
