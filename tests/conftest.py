@@ -110,6 +110,19 @@ def message_path(request, monkeypatch):
         assert (calls["kernel"] > 0) == (request.param == "fused"), calls
 
 
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """The device a test's model runs on; CUDA cases are marked ``gpu``.
+
+    With :func:`message_path`, the fused-on-CUDA case is skipped: the ops have
+    no CUDA kernels and run their torch reference there, which is the eager case.
+    """
+    if (request.param == "cuda" and "message_path" in request.fixturenames
+            and request.getfixturevalue("message_path") == "fused"):
+        pytest.skip("no CUDA kernels: on CUDA the ops run their torch reference (the eager case)")
+    return request.param
+
+
 @pytest.fixture
 def triclinic_cu() -> Atoms:
     """A rattled, sheared 8-atom Cu cell (periodic, triclinic)."""

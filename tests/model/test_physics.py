@@ -14,7 +14,7 @@ from ase.calculators.emt import EMT
 
 from mlcalc import testing as T
 from mlcalc.model import predict
-from tests.conftest import DEVICES, DTYPES, tiny_model
+from tests.conftest import DTYPES, tiny_model
 
 
 @pytest.fixture(params=DTYPES, ids=["fp32", "fp64"])
@@ -26,13 +26,6 @@ def dtype(request) -> torch.dtype:
 def path(message_path):
     """Every check runs on the fused kernels and on their torch reference."""
     return message_path
-
-
-@pytest.fixture(params=DEVICES)
-def device(request, path) -> str:
-    if request.param == "cuda" and path == "fused":
-        pytest.skip("no CUDA kernels: on CUDA the ops run their torch reference (the eager case)")
-    return request.param
 
 
 @pytest.mark.parametrize("structure", ["triclinic_cu", "molecule", "slab"])

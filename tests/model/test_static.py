@@ -25,7 +25,7 @@ from mlcalc.model.static import StaticEvaluator, tf32_matmul
 from mlcalc.testing import HostSyncRecorder
 from mlcalc.transform.neighbors import TorchNeighborList
 from mlcalc.transform.padded import PaddedVerletList
-from tests.conftest import DEVICES, tiny_model
+from tests.conftest import tiny_model
 
 #: float64 network: padded and dynamic sums differ only in rounding order.
 TOL64 = {"energy": 1e-10, "forces": 1e-10, "stress": 1e-11}
@@ -35,13 +35,6 @@ TOL64 = {"energy": 1e-10, "forces": 1e-10, "stress": 1e-11}
 def path(message_path):
     """On the fused kernels and on their torch reference (what runs on CUDA)."""
     return message_path
-
-
-@pytest.fixture(params=DEVICES)
-def device(request, path) -> str:
-    if request.param == "cuda" and path == "fused":
-        pytest.skip("no CUDA kernels: on CUDA the ops run their torch reference (the eager case)")
-    return request.param
 
 
 def hot_cu(seed: int = 0, repeat=(2, 2, 2)) -> Atoms:
@@ -65,15 +58,20 @@ def assert_same(a: dict, b: dict, stress: bool = True) -> None:
         np.testing.assert_allclose(a[P.stress], b[P.stress], atol=TOL64["stress"])
 
 
-def reference(model_name: str, frames: list[Atoms], stress: bool = True) -> list[dict]:
-    """Dynamic path on CPU without skin: a list rebuilt and cut at every frame."""
-    calc = MLCalculator(tiny_model(model_name), device="cpu", skin=0.0)
+def evaluate(calc: MLCalculator, frames: list[Atoms], stress: bool = True) -> list[dict]:
+    """``calc``'s results for each frame in turn (one evolving structure)."""
     props = [P.energy, P.forces, P.stress] if stress else [P.energy, P.forces]
     out = []
     for frame in frames:
-        calc.calculate(frame.copy(), props)
+        calc.calculate(frame, props)
         out.append(dict(calc.results))
     return out
+
+
+def reference(model_name: str, frames: list[Atoms], stress: bool = True) -> list[dict]:
+    """Dynamic path on CPU without skin: a list rebuilt and cut at every frame."""
+    calc = MLCalculator(tiny_model(model_name), device="cpu", skin=0.0)
+    return evaluate(calc, [frame.copy() for frame in frames], stress)
 
 
 def test_padding_slots_contribute_exactly_zero(model_name):
@@ -202,12 +200,8 @@ def test_non_periodic_and_zero_cells(model_name, device, structure, request):
 
 def test_skin_zero_builds_every_step(model_name):
     calc = padded_calc(tiny_model(model_name), "cpu", skin=0.0)
-    frames, results = [], []
-    for k in range(3):
-        frame = hot_cu(seed=k)
-        calc.calculate(frame, [P.energy, P.forces, P.stress])
-        frames.append(frame)
-        results.append(dict(calc.results))
+    frames = [hot_cu(seed=k) for k in range(3)]
+    results = evaluate(calc, frames)
     assert calc.static.verlet.n_builds == 3 and calc.static.n_repeats == 0
     for got, want in zip(results, reference(model_name, frames), strict=True):
         assert_same(got, want)
@@ -373,12 +367,8 @@ def test_padded_step_on_each_device_backend(model_name, backend):
     if backend == "torch_cluster":
         pytest.importorskip("torch_cluster")
     calc = padded_calc(tiny_model(model_name), "cpu", neighbor_list=backend)
-    frames, results = [], []
-    for k in range(3):
-        frame = hot_cu(seed=k)
-        calc.calculate(frame, [P.energy, P.forces, P.stress])
-        frames.append(frame)
-        results.append(dict(calc.results))
+    frames = [hot_cu(seed=k) for k in range(3)]
+    results = evaluate(calc, frames)
     assert type(calc.static.verlet.neighbor_list).__name__.lower().startswith(
         backend.replace("_", ""))
     for got, want in zip(results, reference(model_name, frames), strict=True):
