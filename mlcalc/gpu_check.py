@@ -17,7 +17,7 @@ One command (``mlcalc bench --gpu-check`` or ``examples/gpu_check.sh``):
 4. a PASS/FAIL line per part and overall (exit status 0 only if all pass).
 
 Without CUDA it refuses with one line (:class:`~mlcalc.exceptions.DeviceError`).
-Budget: under 8 minutes on an H100/H200-class GPU.
+Sized to finish in under 8 minutes on an H100/H200-class GPU (not yet timed on one).
 """
 
 from __future__ import annotations
