@@ -45,13 +45,22 @@ _WARMUP = 3
 
 @contextlib.contextmanager
 def tf32_matmul(enabled: bool):
-    """Set ``torch.backends.cuda.matmul.allow_tf32`` for a block, then restore it."""
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
+    """Allow (or forbid) TF32 float32 matrix products on CUDA for a block, then restore.
+
+    Uses ``torch.backends.cuda.matmul.fp32_precision`` where torch has it
+    (reading the legacy ``allow_tf32`` raises there once the new setting was
+    used, and writing it loses ``set_float32_matmul_precision``), else the
+    legacy ``allow_tf32``.
+    """
+    matmul = torch.backends.cuda.matmul
+    name, value = (("fp32_precision", "tf32" if enabled else "ieee")
+                   if hasattr(matmul, "fp32_precision") else ("allow_tf32", enabled))
+    before = getattr(matmul, name)
+    setattr(matmul, name, value)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+        setattr(matmul, name, before)
 
 
 class StaticEvaluator:
@@ -96,6 +105,7 @@ class StaticEvaluator:
         self._inputs: dict[str, Tensor] = {}
         self._staging: Tensor | None = None  # pinned host copy of the positions (CUDA)
         self._results: Tensor | None = None  # pinned host copy of the results (CUDA)
+        self._done: torch.cuda.Event | None = None  # marks that copy's completion
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensor]] = {}
 
     # ---- structure (host decisions) -------------------------------------------
@@ -110,6 +120,7 @@ class StaticEvaluator:
     def _set_structure(self, atoms: Atoms) -> None:
         """Static input buffers for ``atoms``; storage kept while the atom count is."""
         n, dev = len(atoms), self.device
+        self._host = None  # until a build for this structure has succeeded
         inp = self._inputs
         if P.R not in inp or inp[P.R].shape[0] != n:
             inp.clear()
@@ -124,7 +135,6 @@ class StaticEvaluator:
         inp[P.Z].copy_(torch.from_numpy(np.asarray(atoms.numbers, dtype=np.int64)))
         inp[P.cell][0].copy_(torch.from_numpy(np.array(atoms.cell.array, dtype=np.float64)))
         inp[P.pbc][0].copy_(torch.from_numpy(np.array(atoms.pbc, dtype=bool)))
-        self._host = (atoms.numbers.copy(), atoms.cell.array.copy(), atoms.pbc.copy())
 
     def _upload(self, positions: np.ndarray) -> None:
         src = torch.from_numpy(np.ascontiguousarray(positions, dtype=np.float64))
@@ -134,9 +144,16 @@ class StaticEvaluator:
         else:
             self._inputs[P.R].copy_(src)
 
-    def _build(self) -> None:
+    def _build(self, atoms: Atoms) -> None:
+        """Build the list for the uploaded positions; remember the structure only if it worked.
+
+        A failed build (out of memory, an interrupt) may leave buffers half
+        written or reallocated, so the next call must start from scratch.
+        """
         inp = self._inputs
+        self._host = None
         self.verlet.build(inp[P.R], inp[P.cell][0], inp[P.pbc][0])
+        self._host = (atoms.numbers.copy(), atoms.cell.array.copy(), atoms.pbc.copy())
 
     # ---- the step ---------------------------------------------------------------
     def _step(self, properties: tuple[str, ...]) -> Tensor:
@@ -163,7 +180,8 @@ class StaticEvaluator:
                 self._step(properties)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # captured on the warm-up stream: its cuBLAS workspace exists before the capture
+        with torch.cuda.graph(graph, stream=side):
             packed = self._step(properties)
         self.n_captures += 1
         return graph, packed
@@ -174,9 +192,14 @@ class StaticEvaluator:
         key = (properties, self.verlet.version)
         if key not in self._graphs:
             self._graphs = {k: v for k, v in self._graphs.items() if k[1] == self.verlet.version}
+            stream = torch.cuda.current_stream() if self.device.type == "cuda" else None
             try:
                 self._graphs[key] = self._capture(properties)
             except Exception as err:  # noqa: BLE001 - any capture failure means eager
+                if stream is not None:  # a failed capture can leave its stream current
+                    torch.cuda.set_stream(stream)
+                while err.__context__ is not None:  # capture_end's error hides the cause
+                    err = err.__context__
                 self.cuda_graphs = False
                 self.graph_error = f"{type(err).__name__}: {err}".splitlines()[0]
                 warnings.warn(f"CUDA graph capture failed ({self.graph_error}); "
@@ -195,9 +218,10 @@ class StaticEvaluator:
             host = self._results = torch.empty(packed.shape, dtype=packed.dtype,
                                                pin_memory=True)
         host.copy_(packed, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-        done.synchronize()
+        if self._done is None:
+            self._done = torch.cuda.Event()
+        self._done.record()
+        self._done.synchronize()
         return host.numpy().copy()
 
     def __call__(self, atoms: Atoms, properties: Iterable[str]) -> dict[str, float | np.ndarray]:
@@ -216,12 +240,12 @@ class StaticEvaluator:
             self._set_structure(atoms)
         self._upload(atoms.positions)
         if new or self.verlet.skin == 0:
-            self._build()
-        with tf32_matmul(self.tf32):
+            self._build(atoms)
+        with tf32_matmul(self.tf32) if self.device.type == "cuda" else contextlib.nullcontext():
             values = self._fetch(self._run(props))
             if values[-2]:  # stale: an atom left its skin; build and evaluate again
                 self.n_repeats += 1
-                self._build()
+                self._build(atoms)
                 values = self._fetch(self._run(props))
         if values[-1]:
             self._raise_too_close()

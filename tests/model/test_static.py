@@ -32,8 +32,14 @@ TOL64 = {"energy": 1e-10, "forces": 1e-10, "stress": 1e-11}
 
 
 @pytest.fixture(autouse=True)
-def path(message_path):
-    """On the fused kernels and on their torch reference (what runs on CUDA)."""
+def path(request, message_path):
+    """On the fused kernels and on their torch reference (what runs on CUDA).
+
+    A CUDA-only test (marked ``gpu``) runs the reference only: the ops have no
+    CUDA kernels, so its fused case would be the same test again.
+    """
+    if message_path == "fused" and request.node.get_closest_marker("gpu"):
+        pytest.skip("no CUDA kernels: on CUDA the ops run their torch reference (the eager case)")
     return message_path
 
 
@@ -290,11 +296,54 @@ def test_failed_capture_falls_back_to_eager_with_one_warning(model_name, monkeyp
         assert_same(got, want)
 
 
-def test_tf32_switch_is_restored():
-    before = torch.backends.cuda.matmul.allow_tf32
-    with tf32_matmul(not before):
-        assert torch.backends.cuda.matmul.allow_tf32 is (not before)
-    assert torch.backends.cuda.matmul.allow_tf32 is before
+@pytest.mark.parametrize("setting", [None, "high", "medium", "new-api"])
+def test_tf32_switch_is_restored_whatever_was_set_before(setting):
+    # The process may have chosen a precision with either of torch's APIs; the
+    # switch must neither fail on it nor lose it.
+    matmul = torch.backends.cuda.matmul
+
+    def state():
+        try:
+            legacy = torch.get_float32_matmul_precision()
+        except RuntimeError:  # torch refuses to read it after the new API was used
+            legacy = "mixed"
+        return getattr(matmul, "fp32_precision", None), legacy
+
+    saved = torch.get_float32_matmul_precision()
+    try:
+        if setting == "new-api" and hasattr(matmul, "fp32_precision"):
+            matmul.fp32_precision = "tf32"
+        elif setting in ("high", "medium"):
+            torch.set_float32_matmul_precision(setting)
+        before = state()
+        for enabled in (True, False):
+            with tf32_matmul(enabled):
+                pass
+            assert state() == before
+    finally:
+        if hasattr(matmul, "fp32_precision"):
+            matmul.fp32_precision = "none"
+        torch.set_float32_matmul_precision(saved)
+
+
+def test_a_failed_build_forgets_the_structure(model_name, monkeypatch):
+    # After a build that raised (out of memory, an interrupt), the next call
+    # starts from scratch instead of reusing half-written buffers.
+    calc = padded_calc(tiny_model(model_name), "cpu")
+    frames = [hot_cu(seed=0), hot_cu(seed=1, repeat=(2, 2, 1)), hot_cu(seed=1, repeat=(2, 2, 1))]
+    evaluate(calc, frames[:1])
+    build = PaddedVerletList.build
+
+    def failing(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PaddedVerletList, "build", failing)
+    with pytest.raises(KeyboardInterrupt):
+        calc.calculate(frames[1], [P.energy, P.forces])  # a new atom count: buffers replaced
+    monkeypatch.setattr(PaddedVerletList, "build", build)
+    results = evaluate(calc, frames[2:])  # the structure whose build failed, again
+    for got, want in zip(results, reference(model_name, frames[2:]), strict=True):
+        assert_same(got, want)
 
 
 # ---- CUDA only -------------------------------------------------------------------------------
