@@ -54,6 +54,7 @@ class PairVectors(nn.Module):
         rij = pos[idx_j] - pos[idx_i] + offsets
         mask = inputs.get(P.pair_mask)
         if mask is not None:
+            # filled on the device: a tensor made from a Python list would be a host copy
             far = torch.zeros(3, dtype=rij.dtype, device=rij.device)
             far[0] = PADDING_DISTANCE
             rij = torch.where(mask[:, None], rij, far)

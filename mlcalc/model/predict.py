@@ -14,6 +14,14 @@ from mlcalc.model.batch import atoms_to_batch
 from mlcalc.transform.neighbors import NeighborList
 
 _PER_ATOM = (P.energies, P.forces, P.forces_std)
+
+
+def non_finite_result(key: str) -> NonFiniteResultError:
+    """The error for a NaN or inf in result ``key`` (it is never returned)."""
+    return NonFiniteResultError(
+        f"the model gave a non-finite {key} (NaN or inf) for this structure; nothing "
+        "is returned (is the structure far outside the training data?)")
+
 _SCALAR = (P.energy, P.energy_std)
 
 
@@ -100,9 +108,7 @@ def split_results(out: dict[str, torch.Tensor], n_atoms: Sequence[int],
             continue
         value = out[key].detach().to("cpu", torch.float64).numpy()
         if not np.isfinite(value).all():
-            raise NonFiniteResultError(
-                f"the model gave a non-finite {key} (NaN or inf) for this structure; nothing "
-                "is returned (is the structure far outside the training data?)")
+            raise non_finite_result(key)
         if key in _PER_ATOM:
             parts = np.split(value, np.cumsum(n_atoms)[:-1])
         elif key == P.hessian:

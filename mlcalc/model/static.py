@@ -30,7 +30,8 @@ from ase import Atoms
 from torch import Tensor
 
 from mlcalc import properties as P
-from mlcalc.exceptions import InvalidStructureError, NonFiniteResultError
+from mlcalc.exceptions import InvalidStructureError
+from mlcalc.model.predict import non_finite_result
 from mlcalc.transform.neighbors import MIN_DISTANCE, NeighborList, check_min_distance
 from mlcalc.transform.padded import PaddedVerletList
 
@@ -262,18 +263,18 @@ class StaticEvaluator:
 
     @staticmethod
     def _unpack(values: np.ndarray, n: int, stress: bool) -> dict[str, float | np.ndarray]:
-        body = values[:-2]
-        if not np.isfinite(body).all():
-            raise NonFiniteResultError(
-                "the model gave a non-finite result (NaN or inf) for this structure; nothing "
-                "is returned (is the structure far outside the training data?)")
+        """Views into ``values`` (a fresh array each step) under the ASE names."""
         results: dict[str, float | np.ndarray] = {
-            P.energy: float(body[0]),
-            P.energies: body[1:1 + n].copy(),
-            P.forces: body[1 + n:1 + 4 * n].reshape(n, 3).copy(),
+            P.energy: values[0:1],
+            P.energies: values[1:1 + n],
+            P.forces: values[1 + n:1 + 4 * n].reshape(n, 3),
         }
         if stress:
-            results[P.stress] = body[1 + 4 * n:7 + 4 * n].copy()
+            results[P.stress] = values[1 + 4 * n:7 + 4 * n]
+        for key, value in results.items():
+            if not np.isfinite(value).all():
+                raise non_finite_result(key)
+        results[P.energy] = float(values[0])
         return results
 
 

@@ -249,7 +249,8 @@ def test_a_non_finite_result_is_never_returned(model_name):
     with torch.no_grad():
         model.output_modules[0].net[-1].bias.fill_(float("nan"))
     atoms.positions += 0.01
-    with pytest.raises(NonFiniteResultError, match="non-finite"):
+    with pytest.raises(NonFiniteResultError,
+                       match="non-finite energy .NaN or inf. for this structure"):
         atoms.get_forces()
     assert calc.results == {} or not np.isnan(calc.results.get(P.energy, 0.0))
 
