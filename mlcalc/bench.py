@@ -172,7 +172,9 @@ def bench_md(model_name: str, n_atoms: int, threads: int, device: str = "cpu",
             raise unknown_name("step", step, STEPS)
         options.update(padded=step != "dynamic", cuda_graphs=step == "graph")
     ase_step, _ = time_md(cu_supercell(n_atoms), ZeroCalculator(), steps, repeats, stress)
-    calc = MLCalculator(_potential(model_name, features, interactions, cutoff), device=dev,
+    model = _potential(model_name, features, interactions, cutoff)
+    model.requires_grad_(False)  # as MLCalculator freezes the models it loads itself
+    calc = MLCalculator(model, device=dev,
                         threads=threads, **options)
     if step == "compiled":  # a bench-only variant of the padded step (MLCalculator has no option)
         from mlcalc.model.static import StaticEvaluator

@@ -87,14 +87,24 @@ def set_threads(threads: int | None) -> int:
 
 
 def _load(spec: ModelSpec, device: torch.device, dtype) -> NeuralNetworkPotential:
+    """The potential of one model argument.
+
+    A model the calculator makes (read from a file, or a copy at another
+    precision) is its own and is frozen: its weights need no gradients, so
+    autograd and the message kernels skip the weight gradients that a
+    training step would need (PaiNN's filter-weight gradient is a third of
+    its message backward). A module passed in is used as it is, its
+    ``requires_grad`` untouched (``model.requires_grad_(False)`` before
+    handing it over gives the same speed).
+    """
     if isinstance(spec, torch.nn.Module):
         model = spec
         if dtype is not None:
             dtype = DTYPES[dtype_name(dtype)]
             if dtype != spec.dtype:  # a copy: the caller's model keeps its precision
-                model = copy.deepcopy(spec).to(dtype)
+                model = copy.deepcopy(spec).to(dtype).requires_grad_(False)
         return model.to(device).eval()
-    return load_model(resolve_model_path(spec), device=device, dtype=dtype)
+    return load_model(resolve_model_path(spec), device=device, dtype=dtype).requires_grad_(False)
 
 
 def load_potential(model: ModelSpec | Sequence[ModelSpec], device: torch.device,

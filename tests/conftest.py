@@ -102,7 +102,7 @@ def message_path(request, monkeypatch):
     monkeypatch.setattr(NeuralNetworkPotential, "forward", counting_forward)
     if kernels.active("cpu"):
         library = kernels.load()
-        for name in ("cfconv_forward", "painn_message_forward"):
+        for name in ("cfconv_forward", "painn_message_forward", "painn_filter_message_forward"):
             monkeypatch.setattr(library, name, _counted(getattr(library, name), calls))
     with kernels.disabled() if request.param == "eager" else contextlib.nullcontext():
         yield request.param

@@ -8,6 +8,8 @@ call a few message ops (:mod:`mlcalc.kernels.ops`) on a *half* neighbor list
 
 - :func:`cfconv` — SchNet's continuous-filter convolution,
 - :func:`painn_message` — PaiNN's message step,
+- :func:`painn_filter_message` — the same step with each pair's filter made
+  inside the op from its radial basis (PaiNN's models call this one),
 
 plus :func:`half_graph`, the per-atom grouping of the pairs that the kernels
 walk. The ops are ``torch.library`` custom ops: torch's dispatcher picks the
@@ -40,7 +42,7 @@ from mlcalc.kernels import ops
 from mlcalc.kernels.build import KernelBuildError, load_library
 
 __all__ = ["KernelBuildError", "active", "cfconv", "disabled", "enabled", "half_graph",
-           "load", "painn_message"]
+           "load", "painn_filter_message", "painn_message"]
 
 #: Device types with a compiled implementation of the ops.
 KERNEL_DEVICES = ("cpu",)
@@ -181,3 +183,30 @@ def painn_message(x: torch.Tensor, W: torch.Tensor, u: torch.Tensor, mu: torch.T
     """
     _prepare(x.device)
     return ops.painn_message(x, W, u, mu, a, b, order, rowptr)
+
+
+def painn_filter_message(x: torch.Tensor, basis: torch.Tensor, Wt: torch.Tensor, u: torch.Tensor,
+                         mu: torch.Tensor, a: torch.Tensor, b: torch.Tensor, order: torch.Tensor,
+                         rowptr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PaiNN's message step with the filters ``W = basis @ Wt`` made inside the op.
+
+    The same function as ``painn_message(x, basis @ Wt, u, mu, ...)``; the
+    compiled kernel builds each pair's filter row from its ``K`` basis values
+    where it is used, so the (P, 3F) filters and their gradient never go to
+    memory (on a CPU their traffic, not the arithmetic, set the message's cost).
+
+    Args:
+        x: (N, 3F) context ``[φ_s | φ_vs | φ_vv]`` of every atom.
+        basis: (P, K) filter basis of every pair (dimensionless; PaiNN's is the
+            radial basis times the cutoff function, then the cutoff function).
+        Wt: (K, 3F) filter weights.
+        u: (P, 3) unit vector from ``a`` to ``b`` (the reverse edge uses ``-u``).
+        mu: (N, 3, F) vector features.
+        a, b, order, rowptr: the half list and :func:`half_graph`.
+
+    Returns:
+        Δq (N, F) and Δμ (N, 3, F), summed over both directions of every pair;
+        differentiable to any order.
+    """
+    _prepare(x.device)
+    return ops.painn_filter_message(x, basis, Wt, u, mu, a, b, order, rowptr)

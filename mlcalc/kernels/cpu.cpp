@@ -20,6 +20,9 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <vector>
+
 namespace {
 
 constexpr int64_t kGrain = 8;        // atoms per task of at::parallel_for
@@ -321,10 +324,238 @@ std::vector<torch::Tensor> painn_message_backward(torch::Tensor gq, torch::Tenso
   return {gx, gW, gu, gmu_in};
 }
 
+// ---------------------------------------------------------------------------
+// PaiNN message with the filters made inside the op: W_p = basis_p Wt,
+// basis (P, K), Wt (K, 3F) (PaiNN's radial basis times the cutoff, and the
+// cutoff, against the filter layer's weights and bias).
+//
+// On one thread the pairs are taken in tiles: a tile's filters come from one
+// matrix product into a buffer that stays in cache, and each pair then adds its
+// two edges to both of its atoms (a scatter, safe with one writer). The (P x 3F)
+// filter matrix and its gradient, which outgrow the cache beyond a few hundred
+// pairs, never go to memory. With more threads the filters are formed whole and
+// the gather kernels above run (every atom's row has one writer there).
+
+namespace {
+
+// pairs per tile: a (tile x 3F) buffer of about 192 KiB
+int64_t pair_tile(int64_t F, int64_t itemsize) {
+  return std::max<int64_t>(16, (192 * 1024) / (3 * F * itemsize));
+}
+
+void check_filter(const torch::Tensor& x, const torch::Tensor& basis, const torch::Tensor& Wt,
+                  const torch::Tensor& u, const torch::Tensor& mu, int64_t P) {
+  const int64_t N = x.size(0), F = mu.size(2);
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == 3 * F && mu.dim() == 3 && mu.size(0) == N &&
+              mu.size(1) == 3 && basis.dim() == 2 && basis.size(0) == P && Wt.dim() == 2 &&
+              Wt.size(0) == basis.size(1) && Wt.size(1) == 3 * F && u.dim() == 2 &&
+              u.size(0) == P && u.size(1) == 3, "painn_filter_message: shapes");
+  TORCH_CHECK(basis.scalar_type() == x.scalar_type() && Wt.scalar_type() == x.scalar_type() &&
+              u.scalar_type() == x.scalar_type() && mu.scalar_type() == x.scalar_type(),
+              "painn_filter_message: one floating dtype expected");
+}
+
+}  // namespace
+
+// dq_i = sum_e W_s x_s,j;  dmu_i[c] = sum_e (W_vs x_vs,j) s_e u_c + (W_vv x_vv,j) mu_j[c]
+std::vector<torch::Tensor> painn_filter_message_forward(
+    torch::Tensor x, torch::Tensor basis, torch::Tensor Wt, torch::Tensor u, torch::Tensor mu,
+    torch::Tensor a, torch::Tensor b, torch::Tensor order, torch::Tensor rowptr) {
+  const int64_t N = x.size(0), F = mu.size(2), P = a.numel();
+  check_graph(a, b, order, rowptr, N);
+  check_filter(x, basis, Wt, u, mu, P);
+  if (at::get_num_threads() > 1) {
+    return painn_message_forward(x, at::mm(basis, Wt), u, mu, a, b, order, rowptr);
+  }
+  x = x.contiguous(); basis = basis.contiguous(); Wt = Wt.contiguous();
+  u = u.contiguous(); mu = mu.contiguous();
+  auto dq = torch::zeros({N, F}, x.options());
+  auto dmu = torch::zeros({N, 3, F}, x.options());
+  const int64_t T = pair_tile(F, x.element_size());
+  auto tile = torch::empty({std::min(T, P), 3 * F}, x.options());
+  dispatch_float(x.scalar_type(), "painn_filter_message_forward", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* __restrict xp = x.data_ptr<scalar_t>();
+    const scalar_t* __restrict up = u.data_ptr<scalar_t>();
+    const scalar_t* __restrict mp = mu.data_ptr<scalar_t>();
+    scalar_t* __restrict dqp = dq.data_ptr<scalar_t>();
+    scalar_t* __restrict dmp = dmu.data_ptr<scalar_t>();
+    const int64_t *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
+    for (int64_t p0 = 0; p0 < P; p0 += T) {
+      const int64_t n = std::min(T, P - p0);
+      auto W = tile.narrow(0, 0, n);
+      at::mm_out(W, basis.narrow(0, p0, n), Wt);
+      const scalar_t* __restrict wp = W.data_ptr<scalar_t>();
+      for (int64_t t = 0; t < n; ++t) {
+        const int64_t p = p0 + t, ia = ap[p], ib = bp[p];
+        const scalar_t* __restrict w = wp + t * 3 * F;
+        const scalar_t u0 = up[p * 3], u1 = up[p * 3 + 1], u2 = up[p * 3 + 2];
+        const scalar_t* __restrict xa = xp + ia * 3 * F;
+        const scalar_t* __restrict xb = xp + ib * 3 * F;
+        const scalar_t* __restrict ma = mp + ia * 3 * F;
+        const scalar_t* __restrict mb = mp + ib * 3 * F;
+        scalar_t* __restrict qa = dqp + ia * F;
+        scalar_t* __restrict qb = dqp + ib * F;
+        scalar_t* __restrict oa = dmp + ia * 3 * F;
+        scalar_t* __restrict ob = dmp + ib * 3 * F;
+        if (ia == ib) {  // an atom and its own image: two edges into one row
+          for (int64_t f = 0; f < F; ++f) {
+            qa[f] += 2 * w[f] * xa[f];
+            const scalar_t vv = 2 * w[2 * F + f] * xa[2 * F + f];
+            for (int c = 0; c < 3; ++c) oa[c * F + f] += vv * ma[c * F + f];
+          }  // the direction terms of the two edges (+u, -u) cancel
+          continue;
+        }
+#pragma omp simd
+        for (int64_t f = 0; f < F; ++f) {
+          const scalar_t ws = w[f], wvs = w[F + f], wvv = w[2 * F + f];
+          qa[f] += ws * xb[f];
+          qb[f] += ws * xa[f];
+          const scalar_t vsb = wvs * xb[F + f], vvb = wvv * xb[2 * F + f];  // edge a <- b, +u
+          const scalar_t vsa = wvs * xa[F + f], vva = wvv * xa[2 * F + f];  // edge b <- a, -u
+          oa[f] += vsb * u0 + vvb * mb[f];
+          oa[F + f] += vsb * u1 + vvb * mb[F + f];
+          oa[2 * F + f] += vsb * u2 + vvb * mb[2 * F + f];
+          ob[f] += vva * ma[f] - vsa * u0;
+          ob[F + f] += vva * ma[F + f] - vsa * u1;
+          ob[2 * F + f] += vva * ma[2 * F + f] - vsa * u2;
+        }
+      }
+    }
+  });
+  return {dq, dmu};
+}
+
+// Backward of painn_filter_message_forward: gradients for x, basis, Wt (zeros
+// unless want_wt), u and mu. On one thread, per tile of pairs: the filters (one
+// product), then every pair's filter gradient gW (into a second tile buffer) and
+// its two edges' gradients for x, mu (scattered to both atoms) and u; then
+// g_basis = gW Wt^T and gWt += basis^T gW, one product each.
+std::vector<torch::Tensor> painn_filter_message_backward(
+    torch::Tensor gq, torch::Tensor gmu, torch::Tensor x, torch::Tensor basis, torch::Tensor Wt,
+    torch::Tensor u, torch::Tensor mu, torch::Tensor a, torch::Tensor b, torch::Tensor order,
+    torch::Tensor rowptr, bool want_wt) {
+  const int64_t N = x.size(0), F = mu.size(2), P = a.numel(), K = basis.size(1);
+  check_graph(a, b, order, rowptr, N);
+  check_filter(x, basis, Wt, u, mu, P);
+  if (at::get_num_threads() > 1) {
+    auto g = painn_message_backward(gq, gmu, x, at::mm(basis, Wt), u, mu, a, b, order, rowptr);
+    auto gwt = want_wt ? at::mm(basis.t(), g[1]) : torch::zeros_like(Wt);
+    return {g[0], at::mm(g[1], Wt.t()), gwt, g[2], g[3]};
+  }
+  gq = gq.contiguous(); gmu = gmu.contiguous(); x = x.contiguous(); basis = basis.contiguous();
+  Wt = Wt.contiguous(); u = u.contiguous(); mu = mu.contiguous();
+  auto gx = torch::zeros_like(x);
+  auto gmu_in = torch::zeros_like(mu);
+  auto gbasis = torch::empty({P, K}, x.options());
+  auto gwt = torch::zeros({K, 3 * F}, x.options());
+  auto gu = torch::empty({P, 3}, x.options());
+  const int64_t T = pair_tile(F, x.element_size());
+  auto tile = torch::empty({std::min(T, P), 3 * F}, x.options());
+  auto gtile = torch::empty({std::min(T, P), 3 * F}, x.options());
+  const auto WtT = Wt.t();
+  dispatch_float(x.scalar_type(), "painn_filter_message_backward", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* __restrict gqp = gq.data_ptr<scalar_t>();
+    const scalar_t* __restrict gmp = gmu.data_ptr<scalar_t>();
+    const scalar_t* __restrict xp = x.data_ptr<scalar_t>();
+    const scalar_t* __restrict up = u.data_ptr<scalar_t>();
+    const scalar_t* __restrict mp = mu.data_ptr<scalar_t>();
+    scalar_t* __restrict gxp = gx.data_ptr<scalar_t>();
+    scalar_t* __restrict gmip = gmu_in.data_ptr<scalar_t>();
+    scalar_t* __restrict gup = gu.data_ptr<scalar_t>();
+    const int64_t *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
+    for (int64_t p0 = 0; p0 < P; p0 += T) {
+      const int64_t n = std::min(T, P - p0);
+      auto W = tile.narrow(0, 0, n);
+      auto G = gtile.narrow(0, 0, n);
+      auto bs = basis.narrow(0, p0, n);
+      at::mm_out(W, bs, Wt);
+      const scalar_t* __restrict wp = W.data_ptr<scalar_t>();
+      scalar_t* __restrict gwp = G.data_ptr<scalar_t>();
+      for (int64_t t = 0; t < n; ++t) {
+        const int64_t p = p0 + t, ia = ap[p], ib = bp[p];
+        const scalar_t* __restrict w = wp + t * 3 * F;
+        scalar_t* __restrict gw = gwp + t * 3 * F;
+        const scalar_t u0 = up[p * 3], u1 = up[p * 3 + 1], u2 = up[p * 3 + 2];
+        const scalar_t* __restrict gqa = gqp + ia * F;
+        const scalar_t* __restrict gqb = gqp + ib * F;
+        const scalar_t* __restrict ga = gmp + ia * 3 * F;
+        const scalar_t* __restrict gb = gmp + ib * 3 * F;
+        const scalar_t* __restrict xa = xp + ia * 3 * F;
+        const scalar_t* __restrict xb = xp + ib * 3 * F;
+        const scalar_t* __restrict ma = mp + ia * 3 * F;
+        const scalar_t* __restrict mb = mp + ib * 3 * F;
+        scalar_t d0 = 0, d1 = 0, d2 = 0;
+        if (ia == ib) {  // an atom and its own image: both edges on one row
+          scalar_t* __restrict gxa = gxp + ia * 3 * F;
+          scalar_t* __restrict gma = gmip + ia * 3 * F;
+          for (int64_t f = 0; f < F; ++f) {
+            gw[f] = 2 * gqa[f] * xa[f];
+            gw[F + f] = 0;  // +u and -u
+            scalar_t v = 0;
+            for (int c = 0; c < 3; ++c) v += ga[c * F + f] * ma[c * F + f];
+            gw[2 * F + f] = 2 * xa[2 * F + f] * v;
+            gxa[f] += 2 * gqa[f] * w[f];
+            gxa[2 * F + f] += 2 * w[2 * F + f] * v;
+            for (int c = 0; c < 3; ++c) gma[c * F + f] += 2 * ga[c * F + f] * w[2 * F + f] * xa[2 * F + f];
+          }
+          gup[p * 3] = 0; gup[p * 3 + 1] = 0; gup[p * 3 + 2] = 0;
+          continue;
+        }
+        scalar_t* __restrict gxa = gxp + ia * 3 * F;
+        scalar_t* __restrict gxb = gxp + ib * 3 * F;
+        scalar_t* __restrict gma = gmip + ia * 3 * F;
+        scalar_t* __restrict gmb = gmip + ib * 3 * F;
+#pragma omp simd reduction(+ : d0, d1, d2)
+        for (int64_t f = 0; f < F; ++f) {
+          const scalar_t ws = w[f], wvs = w[F + f], wvv = w[2 * F + f];
+          const scalar_t ga0 = ga[f], ga1 = ga[F + f], ga2 = ga[2 * F + f];
+          const scalar_t gb0 = gb[f], gb1 = gb[F + f], gb2 = gb[2 * F + f];
+          // edge a <- b (centre a, source b, +u) and edge b <- a (centre b, source a, -u)
+          const scalar_t sa = ga0 * u0 + ga1 * u1 + ga2 * u2;
+          const scalar_t sb = gb0 * u0 + gb1 * u1 + gb2 * u2;
+          const scalar_t va = ga0 * mb[f] + ga1 * mb[F + f] + ga2 * mb[2 * F + f];
+          const scalar_t vb = gb0 * ma[f] + gb1 * ma[F + f] + gb2 * ma[2 * F + f];
+          gw[f] = gqa[f] * xb[f] + gqb[f] * xa[f];
+          gw[F + f] = xb[F + f] * sa - xa[F + f] * sb;
+          gw[2 * F + f] = xb[2 * F + f] * va + xa[2 * F + f] * vb;
+          gxb[f] += gqa[f] * ws;
+          gxa[f] += gqb[f] * ws;
+          gxb[F + f] += wvs * sa;
+          gxa[F + f] -= wvs * sb;
+          gxb[2 * F + f] += wvv * va;
+          gxa[2 * F + f] += wvv * vb;
+          const scalar_t vsb = wvs * xb[F + f], vsa = wvs * xa[F + f];
+          d0 += ga0 * vsb - gb0 * vsa;
+          d1 += ga1 * vsb - gb1 * vsa;
+          d2 += ga2 * vsb - gb2 * vsa;
+          const scalar_t vvb = wvv * xb[2 * F + f], vva = wvv * xa[2 * F + f];
+          gmb[f] += ga0 * vvb;
+          gmb[F + f] += ga1 * vvb;
+          gmb[2 * F + f] += ga2 * vvb;
+          gma[f] += gb0 * vva;
+          gma[F + f] += gb1 * vva;
+          gma[2 * F + f] += gb2 * vva;
+        }
+        gup[p * 3] = d0; gup[p * 3 + 1] = d1; gup[p * 3 + 2] = d2;
+      }
+      auto gb_rows = gbasis.narrow(0, p0, n);
+      at::mm_out(gb_rows, G, WtT);
+      if (want_wt) gwt.addmm_(bs.t(), G);
+    }
+  });
+  return {gx, gbasis, gwt, gu, gmu_in};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cfconv_forward", &cfconv_forward, "SchNet cfconv forward (half list)");
   m.def("pair_product", &pair_product, "g_a x_b + g_b x_a for every pair (half list)");
   m.def("cfconv_backward", &cfconv_backward, "cfconv's backward: (cfconv(g, W), pair_product(g, x))");
   m.def("painn_message_forward", &painn_message_forward, "PaiNN message forward (half list)");
   m.def("painn_message_backward", &painn_message_backward, "PaiNN message backward (half list)");
+  m.def("painn_filter_message_forward", &painn_filter_message_forward,
+        "PaiNN message with the filter basis_p Wt built per edge (half list)");
+  m.def("painn_filter_message_backward", &painn_filter_message_backward,
+        "backward of painn_filter_message_forward");
 }

@@ -24,6 +24,9 @@ The ops:
 ``pair_product(g, x, ...)``    (P, F): ``g_a ∘ x_b + g_b ∘ x_a`` (its filter gradient)
 ``painn_message(x, W, u, mu, ...)``  Δq (N, F), Δμ (N, 3, F) (PaiNN's message)
 ``painn_message_backward(...)``      its vector-Jacobian product
+``painn_filter_message(x, basis, Wt, u, mu, ...)``  the message with filters
+                                     ``W = basis @ Wt`` made inside (PaiNN)
+``painn_filter_message_backward(...)``  its first-order vector-Jacobian product
 
 Since cfconv is linear in ``x`` and in ``W`` and both edges share ``W``, its
 gradients are ``cfconv(g, W)`` and ``pair_product(g, x)``, and those of
@@ -87,6 +90,14 @@ def _painn_backward_ref(gq: Tensor, gmu: Tensor, x: Tensor, W: Tensor, u: Tensor
     return gx, gW, gu, gmu_in
 
 
+def _painn_filter_backward_ref(gq: Tensor, gmu: Tensor, x: Tensor, basis: Tensor, Wt: Tensor,
+                               u: Tensor, mu: Tensor, a: Tensor, b: Tensor,
+                               want_wt: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    gx, gW, gu, gmu_in = _painn_backward_ref(gq, gmu, x, basis @ Wt, u, mu, a, b)
+    gWt = basis.T @ gW if want_wt else torch.zeros_like(Wt)
+    return gx, gW @ Wt.T, gWt, gu, gmu_in
+
+
 # ---- the ops (their default implementation is the reference) -----------------
 
 
@@ -126,7 +137,29 @@ def painn_message_backward(gq: Tensor, gmu: Tensor, x: Tensor, W: Tensor, u: Ten
     return _painn_backward_ref(gq, gmu, x, W, u, mu, a, b)
 
 
-OPS = (cfconv, pair_product, cfconv_backward, painn_message, painn_message_backward)
+@custom_op("mlcalc::painn_filter_message", mutates_args=())
+def painn_filter_message(x: Tensor, basis: Tensor, Wt: Tensor, u: Tensor, mu: Tensor, a: Tensor,
+                         b: Tensor, order: Tensor, rowptr: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`painn_message` with the filters ``W = basis @ Wt``: basis (P, K), Wt (K, 3F)."""
+    return _painn_ref(x, basis @ Wt, u, mu, a, b)
+
+
+@custom_op("mlcalc::painn_filter_message_backward", mutates_args=())
+def painn_filter_message_backward(gq: Tensor, gmu: Tensor, x: Tensor, basis: Tensor, Wt: Tensor,
+                                  u: Tensor, mu: Tensor, a: Tensor, b: Tensor, order: Tensor,
+                                  rowptr: Tensor,
+                                  want_wt: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of :func:`painn_filter_message` for x, basis, Wt, u and mu.
+
+    The one for Wt is zeros unless ``want_wt``. First order only: the op has no
+    autograd formula (the message's backward takes the differentiable route
+    when a graph is being built, see :func:`_painn_filter_backward`).
+    """
+    return _painn_filter_backward_ref(gq, gmu, x, basis, Wt, u, mu, a, b, want_wt)
+
+
+OPS = (cfconv, pair_product, cfconv_backward, painn_message, painn_message_backward,
+       painn_filter_message, painn_filter_message_backward)
 
 
 @cfconv.register_fake
@@ -152,6 +185,17 @@ def _(x, W, u, mu, a, b, order, rowptr):
 @painn_message_backward.register_fake
 def _(gq, gmu, x, W, u, mu, a, b, order, rowptr):
     return torch.empty_like(x), torch.empty_like(W), torch.empty_like(u), torch.empty_like(mu)
+
+
+@painn_filter_message.register_fake
+def _(x, basis, Wt, u, mu, a, b, order, rowptr):
+    return x.new_empty((x.shape[0], mu.shape[2])), torch.empty_like(mu)
+
+
+@painn_filter_message_backward.register_fake
+def _(gq, gmu, x, basis, Wt, u, mu, a, b, order, rowptr, want_wt):
+    return (torch.empty_like(x), torch.empty_like(basis), torch.empty_like(Wt),
+            torch.empty_like(u), torch.empty_like(mu))
 
 
 # ---- autograd ------------------------------------------------------------------
@@ -232,11 +276,38 @@ def _painn_backward_backward(ctx, vx, vW, vu, vmu):
     return d_gq, d_gmu, d_x, d_W, d_u, d_mu, None, None, None, None
 
 
+def _painn_filter_backward(ctx, gq, gmu):
+    """Gradients of the filter message.
+
+    Without a graph (forces in MD, a gradient check) one fused call, which
+    never forms the (P, 3F) filters or their gradient. When autograd records
+    the backward (a force loss, a Hessian), the same numbers from the filter
+    product and the differentiable :func:`painn_message_backward`, so the
+    derivatives of the gradients exist to any order.
+    """
+    x, basis, Wt, u, mu, a, b, order, rowptr = ctx.saved_tensors
+    if gq is None:
+        gq = x.new_zeros((x.shape[0], mu.shape[2]))
+    if gmu is None:
+        gmu = torch.zeros_like(mu)
+    if torch.is_grad_enabled():
+        W = basis @ Wt
+        gx, gW, gu, gmu_in = painn_message_backward(gq, gmu, x, W, u, mu, a, b, order, rowptr)
+        g_basis = gW @ Wt.T if ctx.needs_input_grad[1] else None
+        gWt = basis.T @ gW if ctx.needs_input_grad[2] else None
+        return gx, g_basis, gWt, gu, gmu_in, None, None, None, None
+    gx, g_basis, gWt, gu, gmu_in = painn_filter_message_backward(
+        gq, gmu, x, basis, Wt, u, mu, a, b, order, rowptr, ctx.needs_input_grad[2])
+    return (gx, g_basis, gWt if ctx.needs_input_grad[2] else None, gu, gmu_in,
+            None, None, None, None)
+
+
 cfconv.register_autograd(_cfconv_backward, setup_context=_save_all)
 cfconv_backward.register_autograd(_cfconv_backward_backward, setup_context=_save_all)
 pair_product.register_autograd(_pair_product_backward, setup_context=_save_all)
 painn_message.register_autograd(_painn_backward, setup_context=_save_all)
 painn_message_backward.register_autograd(_painn_backward_backward, setup_context=_save_all)
+painn_filter_message.register_autograd(_painn_filter_backward, setup_context=_save_all)
 
 
 # ---- device kernels --------------------------------------------------------------
@@ -257,3 +328,10 @@ def register_cpu(library: ModuleType) -> None:
     painn_message_backward.register_kernel(
         "cpu", lambda gq, gmu, x, W, u, mu, a, b, order, rowptr:
         tuple(library.painn_message_backward(gq, gmu, x, W, u, mu, a, b, order, rowptr)))
+    painn_filter_message.register_kernel(
+        "cpu", lambda x, basis, Wt, u, mu, a, b, order, rowptr:
+        tuple(library.painn_filter_message_forward(x, basis, Wt, u, mu, a, b, order, rowptr)))
+    painn_filter_message_backward.register_kernel(
+        "cpu", lambda gq, gmu, x, basis, Wt, u, mu, a, b, order, rowptr, want_wt:
+        tuple(library.painn_filter_message_backward(gq, gmu, x, basis, Wt, u, mu, a, b, order,
+                                                    rowptr, want_wt)))

@@ -114,8 +114,10 @@ class PaiNN(Representation):
         """Features of every atom from a half neighbor list.
 
         The cutoff is folded into the filter layer, ``(rbf Aᵀ + c) f_cut =
-        [rbf f_cut, f_cut] [Aᵀ; c]``, so the filters of all pairs come from
-        one matrix product per interaction and no per-pair product follows.
+        [rbf f_cut, f_cut] [Aᵀ; c]``: a pair's filters are its K = n_rbf + 1
+        basis values times one weight matrix, which the message op applies per
+        pair (:func:`mlcalc.kernels.painn_filter_message`) instead of a
+        (pairs × 3F) filter tensor going to memory.
         """
         a, b = inputs[P.idx_i], inputs[P.idx_j]
         n_atoms, F = inputs[P.Z].shape[0], self.n_atom_basis
@@ -129,9 +131,10 @@ class PaiNN(Representation):
         for k in range(self.n_interactions):
             blk = k % len(self.messages)
             s = k % n_sets
-            w_ij = basis @ weight[:, s * 3 * F:(s + 1) * 3 * F]  # (P, 3F)
             context = self.messages[blk].context_net(q)  # (N, 3F)
-            dq, dmu = kernels.painn_message(context, w_ij, dir_ij, mu, a, b, order, rowptr)
+            dq, dmu = kernels.painn_filter_message(
+                context, basis, weight[:, s * 3 * F:(s + 1) * 3 * F], dir_ij, mu, a, b, order,
+                rowptr)
             q3, mu = self.updates[blk]((q + dq)[:, None, :], mu + dmu)
             q = q3[:, 0, :]
         inputs[P.scalar_representation] = q
