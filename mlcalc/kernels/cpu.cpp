@@ -333,14 +333,20 @@ std::vector<torch::Tensor> painn_message_backward(torch::Tensor gq, torch::Tenso
 // matrix product into a buffer that stays in cache, and each pair then adds its
 // two edges to both of its atoms (a scatter, safe with one writer). The (P x 3F)
 // filter matrix and its gradient, which outgrow the cache beyond a few hundred
-// pairs, never go to memory. With more threads the filters are formed whole and
-// the gather kernels above run (every atom's row has one writer there).
+// pairs, never go to memory; the backward makes a tile's filters again (one
+// more product), which measured faster than keeping them from the forward
+// (108-2048 atoms, Zen 4). Tiles of 24-1536 KiB: 96 KiB and up alike within
+// noise, 24 KiB 30 % slower (the products' fixed cost). With more threads the
+// filters are formed whole and the gather kernels above run (every atom's row
+// has one writer there).
 
 namespace {
 
-// pairs per tile: a (tile x 3F) buffer of about 192 KiB
+// bytes of a (tile x 3F) buffer; set_pair_tile_bytes changes it (benchmarks)
+int64_t pair_tile_bytes = 256 * 1024;
+
 int64_t pair_tile(int64_t F, int64_t itemsize) {
-  return std::max<int64_t>(16, (192 * 1024) / (3 * F * itemsize));
+  return std::max<int64_t>(16, pair_tile_bytes / (3 * F * itemsize));
 }
 
 void check_filter(const torch::Tensor& x, const torch::Tensor& basis, const torch::Tensor& Wt,
@@ -447,13 +453,12 @@ std::vector<torch::Tensor> painn_filter_message_backward(
   Wt = Wt.contiguous(); u = u.contiguous(); mu = mu.contiguous();
   auto gx = torch::zeros_like(x);
   auto gmu_in = torch::zeros_like(mu);
-  auto gbasis = torch::empty({P, K}, x.options());
+  auto gbasis_t = torch::empty({K, P}, x.options());  // Wt gW^T: the faster product layout
   auto gwt = torch::zeros({K, 3 * F}, x.options());
   auto gu = torch::empty({P, 3}, x.options());
   const int64_t T = pair_tile(F, x.element_size());
   auto tile = torch::empty({std::min(T, P), 3 * F}, x.options());
   auto gtile = torch::empty({std::min(T, P), 3 * F}, x.options());
-  const auto WtT = Wt.t();
   dispatch_float(x.scalar_type(), "painn_filter_message_backward", [&](auto tag) {
     using scalar_t = decltype(tag);
     const scalar_t* __restrict gqp = gq.data_ptr<scalar_t>();
@@ -540,12 +545,12 @@ std::vector<torch::Tensor> painn_filter_message_backward(
         }
         gup[p * 3] = d0; gup[p * 3 + 1] = d1; gup[p * 3 + 2] = d2;
       }
-      auto gb_rows = gbasis.narrow(0, p0, n);
-      at::mm_out(gb_rows, G, WtT);
+      auto gb_cols = gbasis_t.narrow(1, p0, n);
+      at::mm_out(gb_cols, Wt, G.t());
       if (want_wt) gwt.addmm_(bs.t(), G);
     }
   });
-  return {gx, gbasis, gwt, gu, gmu_in};
+  return {gx, gbasis_t.t().contiguous(), gwt, gu, gmu_in};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -554,6 +559,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cfconv_backward", &cfconv_backward, "cfconv's backward: (cfconv(g, W), pair_product(g, x))");
   m.def("painn_message_forward", &painn_message_forward, "PaiNN message forward (half list)");
   m.def("painn_message_backward", &painn_message_backward, "PaiNN message backward (half list)");
+  m.def("set_pair_tile_bytes", [](int64_t bytes) { pair_tile_bytes = bytes; },
+        "size of the filter message's pair tiles in bytes (for benchmarks)");
   m.def("painn_filter_message_forward", &painn_filter_message_forward,
         "PaiNN message with the filter basis_p Wt built per edge (half list)");
   m.def("painn_filter_message_backward", &painn_filter_message_backward,
