@@ -453,12 +453,15 @@ std::vector<torch::Tensor> painn_filter_message_backward(
   Wt = Wt.contiguous(); u = u.contiguous(); mu = mu.contiguous();
   auto gx = torch::zeros_like(x);
   auto gmu_in = torch::zeros_like(mu);
-  auto gbasis_t = torch::empty({K, P}, x.options());  // Wt gW^T: the faster product layout
+  auto gbasis = torch::empty({P, K}, x.options());
   auto gwt = torch::zeros({K, 3 * F}, x.options());
   auto gu = torch::empty({P, 3}, x.options());
   const int64_t T = pair_tile(F, x.element_size());
   auto tile = torch::empty({std::min(T, P), 3 * F}, x.options());
   auto gtile = torch::empty({std::min(T, P), 3 * F}, x.options());
+  // a tile's basis gradient as Wt gW^T (K x tile), the faster product layout,
+  // turned into rows while it is in cache
+  auto gbtile = torch::empty({K, std::min(T, P)}, x.options());
   dispatch_float(x.scalar_type(), "painn_filter_message_backward", [&](auto tag) {
     using scalar_t = decltype(tag);
     const scalar_t* __restrict gqp = gq.data_ptr<scalar_t>();
@@ -545,12 +548,17 @@ std::vector<torch::Tensor> painn_filter_message_backward(
         }
         gup[p * 3] = d0; gup[p * 3 + 1] = d1; gup[p * 3 + 2] = d2;
       }
-      auto gb_cols = gbasis_t.narrow(1, p0, n);
-      at::mm_out(gb_cols, Wt, G.t());
+      auto gbt = gbtile.narrow(1, 0, n);
+      at::mm_out(gbt, Wt, G.t());
+      const scalar_t* __restrict gbtp = gbt.data_ptr<scalar_t>();
+      const int64_t ld = gbt.stride(0);
+      scalar_t* __restrict gbp = gbasis.data_ptr<scalar_t>() + p0 * K;
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t k = 0; k < K; ++k) gbp[t * K + k] = gbtp[k * ld + t];
       if (want_wt) gwt.addmm_(bs.t(), G);
     }
   });
-  return {gx, gbasis_t.t().contiguous(), gwt, gu, gmu_in};
+  return {gx, gbasis, gwt, gu, gmu_in};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
