@@ -10,6 +10,8 @@ call a few message ops (:mod:`mlcalc.kernels.ops`) on a *half* neighbor list
 - :func:`painn_message` — PaiNN's message step,
 - :func:`painn_filter_message` — the same step with each pair's filter made
   inside the op from its radial basis (PaiNN's models call this one),
+- :func:`painn_update_norms`, :func:`painn_update_apply` — the element-wise
+  parts of PaiNN's update block,
 
 plus :func:`half_graph`, the per-atom grouping of the pairs that the kernels
 walk. The ops are ``torch.library`` custom ops: torch's dispatcher picks the
@@ -42,7 +44,8 @@ from mlcalc.kernels import ops
 from mlcalc.kernels.build import KernelBuildError, load_library
 
 __all__ = ["KernelBuildError", "active", "cfconv", "disabled", "enabled", "half_graph",
-           "load", "painn_filter_message", "painn_message"]
+           "load", "painn_filter_message", "painn_message", "painn_update_apply",
+           "painn_update_norms"]
 
 #: Device types with a compiled implementation of the ops.
 KERNEL_DEVICES = ("cpu",)
@@ -210,3 +213,34 @@ def painn_filter_message(x: torch.Tensor, basis: torch.Tensor, Wt: torch.Tensor,
     """
     _prepare(x.device)
     return ops.painn_filter_message(x, basis, Wt, u, mu, a, b, order, rowptr)
+
+
+def painn_update_norms(q: torch.Tensor, mu_vw: torch.Tensor, eps: float) -> torch.Tensor:
+    """The input of PaiNN's update context network: ``[q | sqrt(Σ_c V_c² + eps)]``.
+
+    Args:
+        q: (N, F) scalar features.
+        mu_vw: (N, 3, 2F) channel mix ``[V | W]`` of the vector features.
+        eps: keeps the norm smooth where V = 0 (see :class:`mlcalc.representation.painn.PaiNN`).
+
+    Returns:
+        (N, 2F), differentiable to any order.
+    """
+    _prepare(q.device)
+    return ops.painn_update_norms(q, mu_vw, float(eps))
+
+
+def painn_update_apply(q: torch.Tensor, mu: torch.Tensor, mu_vw: torch.Tensor,
+                       ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PaiNN's update: ``q + a_ss + a_sv Σ_c V_c W_c`` and ``mu + a_vv W``.
+
+    Args:
+        q: (N, F) scalar features; mu: (N, 3, F) vector features.
+        mu_vw: (N, 3, 2F) channel mix ``[V | W]`` of mu.
+        ctx: (N, 3F) output ``[a_vv | a_sv | a_ss]`` of the update's context network.
+
+    Returns:
+        The updated q (N, F) and mu (N, 3, F), differentiable to any order.
+    """
+    _prepare(q.device)
+    return ops.painn_update_apply(q, mu, mu_vw, ctx)

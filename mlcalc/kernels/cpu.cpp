@@ -21,6 +21,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace {
@@ -561,12 +562,176 @@ std::vector<torch::Tensor> painn_filter_message_backward(
   return {gx, gbasis, gwt, gu, gmu_in};
 }
 
+// ---------------------------------------------------------------------------
+// PaiNN's update block, its element-wise parts (the channel mix and the context
+// network around them are matrix products). With V = mu_vw[..., :F] and
+// W = mu_vw[..., F:] (the channel mix of mu, (N, 3, 2F)):
+//   update_norms:  h = [q | sqrt(sum_c V_c^2 + eps)]                    (N, 2F)
+//   update_apply:  q' = q + (a_ss + a_sv * sum_c V_c W_c),  mu' = mu + a_vv W
+//                  with [a_vv | a_sv | a_ss] = ctx (N, 3F)
+// One pass over each atom's rows instead of a dozen torch element-wise ops
+// (each a full read and write of (N, 3, F) tensors).
+
+torch::Tensor painn_update_norms_forward(torch::Tensor q, torch::Tensor mu_vw, double eps) {
+  const int64_t N = q.size(0), F = q.size(1);
+  TORCH_CHECK(mu_vw.dim() == 3 && mu_vw.size(0) == N && mu_vw.size(1) == 3 &&
+              mu_vw.size(2) == 2 * F && mu_vw.scalar_type() == q.scalar_type(),
+              "painn_update_norms: shapes");
+  q = q.contiguous(); mu_vw = mu_vw.contiguous();
+  auto h = torch::empty({N, 2 * F}, q.options());
+  dispatch_float(q.scalar_type(), "painn_update_norms", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* __restrict qp = q.data_ptr<scalar_t>();
+    const scalar_t* __restrict mp = mu_vw.data_ptr<scalar_t>();
+    scalar_t* __restrict hp = h.data_ptr<scalar_t>();
+    const scalar_t e = static_cast<scalar_t>(eps);
+    at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const scalar_t* __restrict v = mp + i * 6 * F;
+        const scalar_t* __restrict qi = qp + i * F;
+        scalar_t* __restrict hi = hp + i * 2 * F;
+#pragma omp simd
+        for (int64_t f = 0; f < F; ++f) {
+          hi[f] = qi[f];
+          const scalar_t v0 = v[f], v1 = v[2 * F + f], v2 = v[4 * F + f];
+          hi[F + f] = std::sqrt(v0 * v0 + v1 * v1 + v2 * v2 + e);
+        }
+      }
+    });
+  });
+  return h;
+}
+
+// gradients for q and mu_vw given gh; the norms come from h (the forward's output)
+std::vector<torch::Tensor> painn_update_norms_backward(torch::Tensor gh, torch::Tensor mu_vw,
+                                                       torch::Tensor h) {
+  const int64_t N = h.size(0), F = h.size(1) / 2;
+  gh = gh.contiguous(); mu_vw = mu_vw.contiguous(); h = h.contiguous();
+  auto gq = torch::empty({N, F}, h.options());
+  auto gm = torch::empty({N, 3, 2 * F}, h.options());
+  dispatch_float(h.scalar_type(), "painn_update_norms_backward", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* __restrict ghp = gh.data_ptr<scalar_t>();
+    const scalar_t* __restrict mp = mu_vw.data_ptr<scalar_t>();
+    const scalar_t* __restrict hp = h.data_ptr<scalar_t>();
+    scalar_t* __restrict gqp = gq.data_ptr<scalar_t>();
+    scalar_t* __restrict gmp = gm.data_ptr<scalar_t>();
+    at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const scalar_t* __restrict g = ghp + i * 2 * F;
+        const scalar_t* __restrict v = mp + i * 6 * F;
+        const scalar_t* __restrict n = hp + i * 2 * F + F;
+        scalar_t* __restrict gv = gmp + i * 6 * F;
+#pragma omp simd
+        for (int64_t f = 0; f < F; ++f) {
+          gqp[i * F + f] = g[f];
+          const scalar_t r = g[F + f] / n[f];
+          for (int c = 0; c < 3; ++c) {
+            gv[2 * c * F + f] = r * v[2 * c * F + f];
+            gv[2 * c * F + F + f] = 0;
+          }
+        }
+      }
+    });
+  });
+  return {gq, gm};
+}
+
+std::vector<torch::Tensor> painn_update_apply_forward(torch::Tensor q, torch::Tensor mu,
+                                                      torch::Tensor mu_vw, torch::Tensor ctx) {
+  const int64_t N = q.size(0), F = q.size(1);
+  TORCH_CHECK(mu.dim() == 3 && mu.size(0) == N && mu.size(1) == 3 && mu.size(2) == F &&
+              mu_vw.dim() == 3 && mu_vw.size(0) == N && mu_vw.size(1) == 3 &&
+              mu_vw.size(2) == 2 * F && ctx.dim() == 2 && ctx.size(0) == N &&
+              ctx.size(1) == 3 * F, "painn_update_apply: shapes");
+  TORCH_CHECK(mu.scalar_type() == q.scalar_type() && mu_vw.scalar_type() == q.scalar_type() &&
+              ctx.scalar_type() == q.scalar_type(), "painn_update_apply: one dtype expected");
+  q = q.contiguous(); mu = mu.contiguous(); mu_vw = mu_vw.contiguous(); ctx = ctx.contiguous();
+  auto qo = torch::empty_like(q);
+  auto mo = torch::empty_like(mu);
+  dispatch_float(q.scalar_type(), "painn_update_apply", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* __restrict qp = q.data_ptr<scalar_t>();
+    const scalar_t* __restrict mup = mu.data_ptr<scalar_t>();
+    const scalar_t* __restrict mp = mu_vw.data_ptr<scalar_t>();
+    const scalar_t* __restrict cp = ctx.data_ptr<scalar_t>();
+    scalar_t* __restrict qop = qo.data_ptr<scalar_t>();
+    scalar_t* __restrict mop = mo.data_ptr<scalar_t>();
+    at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const scalar_t* __restrict m = mp + i * 6 * F;
+        const scalar_t* __restrict a = cp + i * 3 * F;  // a_vv | a_sv | a_ss
+        const scalar_t* __restrict mi = mup + i * 3 * F;
+        scalar_t* __restrict o = mop + i * 3 * F;
+#pragma omp simd
+        for (int64_t f = 0; f < F; ++f) {
+          scalar_t s = 0;
+          for (int c = 0; c < 3; ++c) s += m[2 * c * F + f] * m[2 * c * F + F + f];
+          qop[i * F + f] = qp[i * F + f] + (a[2 * F + f] + a[F + f] * s);
+          for (int c = 0; c < 3; ++c) o[c * F + f] = mi[c * F + f] + a[f] * m[2 * c * F + F + f];
+        }
+      }
+    });
+  });
+  return {qo, mo};
+}
+
+// gradients for mu_vw and ctx given those of q' and mu' (those for q and mu are
+// the incoming ones themselves)
+std::vector<torch::Tensor> painn_update_apply_backward(torch::Tensor gqo, torch::Tensor gmo,
+                                                       torch::Tensor mu_vw, torch::Tensor ctx) {
+  const int64_t N = gqo.size(0), F = gqo.size(1);
+  gqo = gqo.contiguous(); gmo = gmo.contiguous(); mu_vw = mu_vw.contiguous();
+  ctx = ctx.contiguous();
+  auto gm = torch::empty_like(mu_vw);
+  auto gc = torch::empty_like(ctx);
+  dispatch_float(gqo.scalar_type(), "painn_update_apply_backward", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* __restrict gqp = gqo.data_ptr<scalar_t>();
+    const scalar_t* __restrict gop = gmo.data_ptr<scalar_t>();
+    const scalar_t* __restrict mp = mu_vw.data_ptr<scalar_t>();
+    const scalar_t* __restrict cp = ctx.data_ptr<scalar_t>();
+    scalar_t* __restrict gmp = gm.data_ptr<scalar_t>();
+    scalar_t* __restrict gcp = gc.data_ptr<scalar_t>();
+    at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const scalar_t* __restrict m = mp + i * 6 * F;
+        const scalar_t* __restrict a = cp + i * 3 * F;
+        const scalar_t* __restrict go = gop + i * 3 * F;
+        const scalar_t* __restrict gq = gqp + i * F;
+        scalar_t* __restrict gv = gmp + i * 6 * F;
+        scalar_t* __restrict ga = gcp + i * 3 * F;
+#pragma omp simd
+        for (int64_t f = 0; f < F; ++f) {
+          scalar_t s = 0, gvv = 0;
+          const scalar_t gs = gq[f] * a[F + f];  // gradient of sum_c V_c W_c
+          for (int c = 0; c < 3; ++c) {
+            const scalar_t v = m[2 * c * F + f], w = m[2 * c * F + F + f];
+            s += v * w;
+            gvv += go[c * F + f] * w;
+            gv[2 * c * F + f] = gs * w;
+            gv[2 * c * F + F + f] = gs * v + a[f] * go[c * F + f];
+          }
+          ga[f] = gvv;
+          ga[F + f] = gq[f] * s;
+          ga[2 * F + f] = gq[f];
+        }
+      }
+    });
+  });
+  return {gm, gc};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cfconv_forward", &cfconv_forward, "SchNet cfconv forward (half list)");
   m.def("pair_product", &pair_product, "g_a x_b + g_b x_a for every pair (half list)");
   m.def("cfconv_backward", &cfconv_backward, "cfconv's backward: (cfconv(g, W), pair_product(g, x))");
   m.def("painn_message_forward", &painn_message_forward, "PaiNN message forward (half list)");
   m.def("painn_message_backward", &painn_message_backward, "PaiNN message backward (half list)");
+  m.def("painn_update_norms_forward", &painn_update_norms_forward, "PaiNN update: [q | |V|]");
+  m.def("painn_update_norms_backward", &painn_update_norms_backward, "its backward");
+  m.def("painn_update_apply_forward", &painn_update_apply_forward, "PaiNN update: q', mu'");
+  m.def("painn_update_apply_backward", &painn_update_apply_backward, "its backward");
   m.def("set_pair_tile_bytes", [](int64_t bytes) { pair_tile_bytes = bytes; },
         "size of the filter message's pair tiles in bytes (for benchmarks)");
   m.def("painn_filter_message_forward", &painn_filter_message_forward,

@@ -50,15 +50,17 @@ class PaiNNUpdate(nn.Module):
         )
 
     def forward(self, q: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        F = self.n_atom_basis
-        mu_v, mu_w = torch.split(self.channel_mix(mu), F, dim=-1)  # (N, 3, F) each
-        # epsilon keeps the norm smooth where μ = 0 (first layer, symmetric sites)
-        norm_v = torch.sqrt(torch.sum(mu_v**2, dim=1, keepdim=True) + self.epsilon)  # (N, 1, F)
-        a_vv, a_sv, a_ss = torch.split(
-            self.context_net(torch.cat([q, norm_v], dim=-1)), F, dim=-1
-        )  # (N, 1, F) each
-        dq = a_ss + a_sv * torch.sum(mu_v * mu_w, dim=1, keepdim=True)
-        return q + dq, mu + a_vv * mu_w
+        """q (N, F), mu (N, 3, F) -> updated q (N, F), mu (N, 3, F).
+
+        With [V | W] = channel_mix(mu) and [a_vv | a_sv | a_ss] =
+        context_net([q | √(‖V‖² + ε)]): q + a_ss + a_sv ⟨V, W⟩ and mu + a_vv W.
+        The element-wise parts are :func:`mlcalc.kernels.painn_update_norms`
+        and :func:`mlcalc.kernels.painn_update_apply` (fused on CPU).
+        """
+        mu_vw = self.channel_mix(mu)  # (N, 3, 2F) = [V | W]
+        # epsilon keeps the norm smooth where V = 0 (first layer, symmetric sites)
+        ctx = self.context_net(kernels.painn_update_norms(q, mu_vw, self.epsilon))  # (N, 3F)
+        return kernels.painn_update_apply(q, mu, mu_vw, ctx)
 
 
 class PaiNN(Representation):
@@ -135,8 +137,7 @@ class PaiNN(Representation):
             dq, dmu = kernels.painn_filter_message(
                 context, basis, weight[:, s * 3 * F:(s + 1) * 3 * F], dir_ij, mu, a, b, order,
                 rowptr)
-            q3, mu = self.updates[blk]((q + dq)[:, None, :], mu + dmu)
-            q = q3[:, 0, :]
+            q, mu = self.updates[blk](q + dq, mu + dmu)
         inputs[P.scalar_representation] = q
         inputs[P.vector_representation] = mu
         return inputs

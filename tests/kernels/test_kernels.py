@@ -173,6 +173,59 @@ def test_filter_message_first_and_second_derivatives_are_exact(message_path, thr
         assert torch.autograd.gradgradcheck(message, inputs)
 
 
+def update_inputs(dtype=torch.float64, N=9, F=5, seed=6):
+    """q (N, F), mu (N, 3, F), mu_vw (N, 3, 2F), ctx (N, 3F)."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(*shape, generator=g, dtype=dtype)
+            for shape in ((N, F), (N, 3, F), (N, 3, 2 * F), (N, 3 * F))]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_update_kernels_are_the_update_block_formulas(threads, dtype):
+    """Forward and first-order backward of the fused update ops against autograd
+    of the written-out formulas (PaiNN's update block before the fusion)."""
+    q, mu, mu_vw, ctx = update_inputs(dtype, N=20)
+    leaves = [t.clone().requires_grad_() for t in (q, mu, mu_vw, ctx)]
+    lq, lmu, lvw, lctx = leaves
+    F = q.shape[1]
+    V, W = lvw[..., :F], lvw[..., F:]
+    norm = torch.sqrt(torch.sum(V**2, dim=1) + 0.7)
+    a_vv, a_sv, a_ss = lctx.split(F, dim=1)
+    want_h = torch.cat([lq, norm], dim=1)
+    want_q, want_mu = lq + (a_ss + a_sv * torch.sum(V * W, dim=1)), lmu + a_vv[:, None] * W
+    g = torch.Generator().manual_seed(8)
+    gh, gq, gmu = (torch.randn(t.shape, generator=g, dtype=dtype)
+                   for t in (want_h, want_q, want_mu))
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+    with torch_threads(threads):
+        h = ops.painn_update_norms(q, mu_vw, 0.7)
+        q2, mu2 = ops.painn_update_apply(q, mu, mu_vw, ctx)
+        g_q, g_vw_norms = ops.painn_update_norms_backward(gh, mu_vw, h)
+        g_vw_apply, g_ctx = ops.painn_update_apply_backward(gq, gmu, mu_vw, ctx)
+    torch.testing.assert_close(h, want_h.detach(), **tol)
+    torch.testing.assert_close(q2, want_q.detach(), **tol)
+    torch.testing.assert_close(mu2, want_mu.detach(), **tol)
+    want = torch.autograd.grad(want_h, (lq, lvw), gh)
+    torch.testing.assert_close(g_q, want[0], **tol)
+    torch.testing.assert_close(g_vw_norms, want[1], **tol)
+    want = torch.autograd.grad((want_q, want_mu), (lvw, lctx), (gq, gmu))
+    torch.testing.assert_close(g_vw_apply, want[0], **tol)
+    torch.testing.assert_close(g_ctx, want[1], **tol)
+
+
+def test_update_ops_first_and_second_derivatives_are_exact(message_path):
+    q, mu, mu_vw, ctx = (t.requires_grad_() for t in update_inputs())
+
+    def norms(q, mu_vw):
+        return kernels.painn_update_norms(q, mu_vw, 0.7)
+
+    assert torch.autograd.gradcheck(norms, (q, mu_vw))
+    assert torch.autograd.gradgradcheck(norms, (q, mu_vw))
+    assert torch.autograd.gradcheck(kernels.painn_update_apply, (q, mu, mu_vw, ctx))
+    assert torch.autograd.gradgradcheck(kernels.painn_update_apply, (q, mu, mu_vw, ctx))
+
+
 def test_the_calculator_runs_the_fused_filter_backward_without_weight_gradients(
         monkeypatch, tmp_path, triclinic_cu):
     """Forces in MD take the fused backward, and, for the model the calculator
