@@ -40,7 +40,7 @@ from types import ModuleType
 
 import torch
 
-from mlcalc.kernels import ops
+from mlcalc.kernels import ops, update_ops
 from mlcalc.kernels.build import KernelBuildError, load_library
 
 __all__ = ["KernelBuildError", "active", "cfconv", "disabled", "enabled", "half_graph",
@@ -83,6 +83,7 @@ def load(verbose: bool = False) -> ModuleType:
             _failed = f"{exc}; using the reference implementation"
             raise KernelBuildError(_failed) from exc
         ops.register_cpu(library)
+        update_ops.register_cpu(library)
         _library = library
         return library
 
@@ -113,7 +114,7 @@ def disabled() -> Iterator[None]:
     previous = _enabled
     with contextlib.ExitStack() as stack:
         if _library is not None:  # before loading no kernel is registered, nothing to switch off
-            for op in ops.OPS:
+            for op in ops.OPS + update_ops.OPS:
                 for device in KERNEL_DEVICES:
                     stack.enter_context(op.set_kernel_enabled(device, False))
         _enabled = False
@@ -227,7 +228,7 @@ def painn_update_norms(q: torch.Tensor, mu_vw: torch.Tensor, eps: float) -> torc
         (N, 2F), differentiable to any order.
     """
     _prepare(q.device)
-    return ops.painn_update_norms(q, mu_vw, float(eps))
+    return update_ops.painn_update_norms(q, mu_vw, float(eps))
 
 
 def painn_update_apply(q: torch.Tensor, mu: torch.Tensor, mu_vw: torch.Tensor,
@@ -243,4 +244,4 @@ def painn_update_apply(q: torch.Tensor, mu: torch.Tensor, mu_vw: torch.Tensor,
         The updated q (N, F) and mu (N, 3, F), differentiable to any order.
     """
     _prepare(q.device)
-    return ops.painn_update_apply(q, mu, mu_vw, ctx)
+    return update_ops.painn_update_apply(q, mu, mu_vw, ctx)

@@ -27,13 +27,8 @@ The ops:
 ``painn_filter_message(x, basis, Wt, u, mu, ...)``  the message with filters
                                      ``W = basis @ Wt`` made inside (PaiNN)
 ``painn_filter_message_backward(...)``  its first-order vector-Jacobian product
-``painn_update_norms(q, mu_vw, eps)``  (N, 2F): ``[q | sqrt(Σ_c V_c² + eps)]``
-``painn_update_apply(q, mu, mu_vw, ctx)``  PaiNN's update: q', μ'
-                                     (and a first-order backward op for each)
 
-The update ops are PaiNN's update block without its matrix products; their
-first-order backward is one fused call and, when a graph of the gradients is
-built, the same formula in differentiable torch ops.
+PaiNN's update-block ops are in :mod:`mlcalc.kernels.update_ops`.
 
 Since cfconv is linear in ``x`` and in ``W`` and both edges share ``W``, its
 gradients are ``cfconv(g, W)`` and ``pair_product(g, x)``, and those of
@@ -105,36 +100,6 @@ def _painn_filter_backward_ref(gq: Tensor, gmu: Tensor, x: Tensor, basis: Tensor
     return gx, gW @ Wt.T, gWt, gu, gmu_in
 
 
-def _update_norms_ref(q: Tensor, mu_vw: Tensor, eps: float) -> Tensor:
-    V = mu_vw[..., :q.shape[1]]
-    return torch.cat([q, torch.sqrt(torch.sum(V * V, dim=1) + eps)], dim=1)
-
-
-def _update_norms_backward_ref(gh: Tensor, mu_vw: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-    F = h.shape[1] // 2
-    g_q, g_n = gh[:, :F].clone(), gh[:, F:]  # an op's output may not alias its input
-    g_V = (g_n / h[:, F:])[:, None, :] * mu_vw[..., :F]
-    return g_q, torch.cat([g_V, torch.zeros_like(g_V)], dim=2)
-
-
-def _update_apply_ref(q: Tensor, mu: Tensor, mu_vw: Tensor, ctx: Tensor) -> tuple[Tensor, Tensor]:
-    F = q.shape[1]
-    V, W = mu_vw[..., :F], mu_vw[..., F:]
-    a_vv, a_sv, a_ss = ctx.split(F, dim=1)
-    return q + (a_ss + a_sv * torch.sum(V * W, dim=1)), mu + a_vv[:, None, :] * W
-
-
-def _update_apply_backward_ref(gqo: Tensor, gmo: Tensor, mu_vw: Tensor,
-                               ctx: Tensor) -> tuple[Tensor, Tensor]:
-    F = gqo.shape[1]
-    V, W = mu_vw[..., :F], mu_vw[..., F:]
-    a_vv, a_sv, _ = ctx.split(F, dim=1)
-    gs = (gqo * a_sv)[:, None, :]
-    g_mu_vw = torch.cat([gs * W, gs * V + a_vv[:, None, :] * gmo], dim=2)
-    g_ctx = torch.cat([torch.sum(gmo * W, dim=1), gqo * torch.sum(V * W, dim=1), gqo], dim=1)
-    return g_mu_vw, g_ctx
-
-
 # ---- the ops (their default implementation is the reference) -----------------
 
 
@@ -195,34 +160,8 @@ def painn_filter_message_backward(gq: Tensor, gmu: Tensor, x: Tensor, basis: Ten
     return _painn_filter_backward_ref(gq, gmu, x, basis, Wt, u, mu, a, b, want_wt)
 
 
-@custom_op("mlcalc::painn_update_norms", mutates_args=())
-def painn_update_norms(q: Tensor, mu_vw: Tensor, eps: float) -> Tensor:
-    """``[q | sqrt(Σ_c V_c² + eps)]`` (N, 2F): q (N, F), mu_vw (N, 3, 2F) = [V | W]."""
-    return _update_norms_ref(q, mu_vw, eps)
-
-
-@custom_op("mlcalc::painn_update_norms_backward", mutates_args=())
-def painn_update_norms_backward(gh: Tensor, mu_vw: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradients of :func:`painn_update_norms` for q and mu_vw (h: its output). First order."""
-    return _update_norms_backward_ref(gh, mu_vw, h)
-
-
-@custom_op("mlcalc::painn_update_apply", mutates_args=())
-def painn_update_apply(q: Tensor, mu: Tensor, mu_vw: Tensor, ctx: Tensor) -> tuple[Tensor, Tensor]:
-    """``q + a_ss + a_sv Σ_c V_c W_c`` and ``mu + a_vv W``: ctx (N, 3F) = [a_vv | a_sv | a_ss]."""
-    return _update_apply_ref(q, mu, mu_vw, ctx)
-
-
-@custom_op("mlcalc::painn_update_apply_backward", mutates_args=())
-def painn_update_apply_backward(gqo: Tensor, gmo: Tensor, mu_vw: Tensor,
-                                ctx: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradients of :func:`painn_update_apply` for mu_vw and ctx. First order."""
-    return _update_apply_backward_ref(gqo, gmo, mu_vw, ctx)
-
-
 OPS = (cfconv, pair_product, cfconv_backward, painn_message, painn_message_backward,
-       painn_filter_message, painn_filter_message_backward, painn_update_norms,
-       painn_update_norms_backward, painn_update_apply, painn_update_apply_backward)
+       painn_filter_message, painn_filter_message_backward)
 
 
 @cfconv.register_fake
@@ -259,26 +198,6 @@ def _(x, basis, Wt, u, mu, a, b, order, rowptr):
 def _(gq, gmu, x, basis, Wt, u, mu, a, b, order, rowptr, want_wt):
     return (torch.empty_like(x), torch.empty_like(basis), torch.empty_like(Wt),
             torch.empty_like(u), torch.empty_like(mu))
-
-
-@painn_update_norms.register_fake
-def _(q, mu_vw, eps):
-    return q.new_empty((q.shape[0], 2 * q.shape[1]))
-
-
-@painn_update_norms_backward.register_fake
-def _(gh, mu_vw, h):
-    return h.new_empty((h.shape[0], h.shape[1] // 2)), torch.empty_like(mu_vw)
-
-
-@painn_update_apply.register_fake
-def _(q, mu, mu_vw, ctx):
-    return torch.empty_like(q), torch.empty_like(mu)
-
-
-@painn_update_apply_backward.register_fake
-def _(gqo, gmo, mu_vw, ctx):
-    return torch.empty_like(mu_vw), torch.empty_like(ctx)
 
 
 # ---- autograd ------------------------------------------------------------------
@@ -385,52 +304,12 @@ def _painn_filter_backward(ctx, gq, gmu):
             None, None, None, None)
 
 
-def _save_update_norms(ctx, inputs, output) -> None:
-    q, mu_vw, eps = inputs
-    ctx.eps = eps
-    ctx.save_for_backward(mu_vw, output)
-
-
-def _update_norms_backward(ctx, gh):
-    mu_vw, h = ctx.saved_tensors
-    if torch.is_grad_enabled():  # a graph of the gradient: differentiable formula
-        F = h.shape[1] // 2
-        V = mu_vw[..., :F]
-        norm = torch.sqrt(torch.sum(V * V, dim=1) + ctx.eps)
-        g_V = (gh[:, F:] / norm)[:, None, :] * V
-        return gh[:, :F], torch.cat([g_V, torch.zeros_like(g_V)], dim=2), None
-    g_q, g_mu_vw = painn_update_norms_backward(gh, mu_vw, h)
-    return g_q, g_mu_vw, None
-
-
-def _save_update_apply(ctx, inputs, output) -> None:
-    _, mu, mu_vw, c = inputs
-    ctx.save_for_backward(mu_vw, c)
-    ctx.shapes = (mu.shape[0], mu.shape[2])
-
-
-def _update_apply_backward(ctx, gqo, gmo):
-    mu_vw, c = ctx.saved_tensors
-    N, F = ctx.shapes
-    if gqo is None:
-        gqo = mu_vw.new_zeros((N, F))
-    if gmo is None:
-        gmo = mu_vw.new_zeros((N, 3, F))
-    if torch.is_grad_enabled():
-        g_mu_vw, g_ctx = _update_apply_backward_ref(gqo, gmo, mu_vw, c)
-    else:
-        g_mu_vw, g_ctx = painn_update_apply_backward(gqo, gmo, mu_vw, c)
-    return gqo, gmo, g_mu_vw, g_ctx
-
-
 cfconv.register_autograd(_cfconv_backward, setup_context=_save_all)
 cfconv_backward.register_autograd(_cfconv_backward_backward, setup_context=_save_all)
 pair_product.register_autograd(_pair_product_backward, setup_context=_save_all)
 painn_message.register_autograd(_painn_backward, setup_context=_save_all)
 painn_message_backward.register_autograd(_painn_backward_backward, setup_context=_save_all)
 painn_filter_message.register_autograd(_painn_filter_backward, setup_context=_save_all)
-painn_update_norms.register_autograd(_update_norms_backward, setup_context=_save_update_norms)
-painn_update_apply.register_autograd(_update_apply_backward, setup_context=_save_update_apply)
 
 
 # ---- device kernels --------------------------------------------------------------
@@ -458,13 +337,3 @@ def register_cpu(library: ModuleType) -> None:
         "cpu", lambda gq, gmu, x, basis, Wt, u, mu, a, b, order, rowptr, want_wt:
         tuple(library.painn_filter_message_backward(gq, gmu, x, basis, Wt, u, mu, a, b, order,
                                                     rowptr, want_wt)))
-    painn_update_norms.register_kernel(
-        "cpu", lambda q, mu_vw, eps: library.painn_update_norms_forward(q, mu_vw, eps))
-    painn_update_norms_backward.register_kernel(
-        "cpu", lambda gh, mu_vw, h: tuple(library.painn_update_norms_backward(gh, mu_vw, h)))
-    painn_update_apply.register_kernel(
-        "cpu", lambda q, mu, mu_vw, ctx:
-        tuple(library.painn_update_apply_forward(q, mu, mu_vw, ctx)))
-    painn_update_apply_backward.register_kernel(
-        "cpu", lambda gqo, gmo, mu_vw, ctx:
-        tuple(library.painn_update_apply_backward(gqo, gmo, mu_vw, ctx)))

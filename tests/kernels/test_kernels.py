@@ -19,7 +19,7 @@ from ase.md.verlet import VelocityVerlet
 
 from mlcalc import MLCalculator, kernels
 from mlcalc import properties as P
-from mlcalc.kernels import ops
+from mlcalc.kernels import ops, update_ops
 from mlcalc.model import atoms_to_batch, predict
 from mlcalc.testing import TOLERANCES
 from mlcalc.transform.neighbors import MatScipyNeighborList, full_pairs, half_pairs
@@ -199,10 +199,10 @@ def test_update_kernels_are_the_update_block_formulas(threads, dtype):
                    for t in (want_h, want_q, want_mu))
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
     with torch_threads(threads):
-        h = ops.painn_update_norms(q, mu_vw, 0.7)
-        q2, mu2 = ops.painn_update_apply(q, mu, mu_vw, ctx)
-        g_q, g_vw_norms = ops.painn_update_norms_backward(gh, mu_vw, h)
-        g_vw_apply, g_ctx = ops.painn_update_apply_backward(gq, gmu, mu_vw, ctx)
+        h = update_ops.painn_update_norms(q, mu_vw, 0.7)
+        q2, mu2 = update_ops.painn_update_apply(q, mu, mu_vw, ctx)
+        g_q, g_vw_norms = update_ops.painn_update_norms_backward(gh, mu_vw, h)
+        g_vw_apply, g_ctx = update_ops.painn_update_apply_backward(gq, gmu, mu_vw, ctx)
     torch.testing.assert_close(h, want_h.detach(), **tol)
     torch.testing.assert_close(q2, want_q.detach(), **tol)
     torch.testing.assert_close(mu2, want_mu.detach(), **tol)
