@@ -330,16 +330,14 @@ std::vector<torch::Tensor> painn_message_backward(torch::Tensor gq, torch::Tenso
 // basis (P, K), Wt (K, 3F) (PaiNN's radial basis times the cutoff, and the
 // cutoff, against the filter layer's weights and bias).
 //
-// On one thread the pairs are taken in tiles: a tile's filters come from one
+// The pairs are taken in tiles: a tile's filters come from one
 // matrix product into a buffer that stays in cache, and each pair then adds its
 // two edges to both of its atoms (a scatter, safe with one writer). The (P x 3F)
 // filter matrix and its gradient, which outgrow the cache beyond a few hundred
 // pairs, never go to memory; the backward makes a tile's filters again (one
 // more product), which measured faster than keeping them from the forward
 // (108-2048 atoms, Zen 4). Tiles of 24-1536 KiB: 96 KiB and up alike within
-// noise, 24 KiB 30 % slower (the products' fixed cost). With more threads the
-// filters are formed whole and the gather kernels above run (every atom's row
-// has one writer there).
+// noise, 24 KiB 30 % slower (the products' fixed cost).
 
 namespace {
 
@@ -364,6 +362,11 @@ void check_filter(const torch::Tensor& x, const torch::Tensor& basis, const torc
 
 }  // namespace
 
+// Threads: the tiles are split among the threads; each scatters into its own
+// copy of the atom rows (thread 0 into the output), summed at the end. Where
+// those copies would pass this size the whole-filter route is taken instead.
+constexpr int64_t kPrivateBytes = 256 * 1024 * 1024;
+
 // dq_i = sum_e W_s x_s,j;  dmu_i[c] = sum_e (W_vs x_vs,j) s_e u_c + (W_vv x_vv,j) mu_j[c]
 std::vector<torch::Tensor> painn_filter_message_forward(
     torch::Tensor x, torch::Tensor basis, torch::Tensor Wt, torch::Tensor u, torch::Tensor mu,
@@ -371,73 +374,89 @@ std::vector<torch::Tensor> painn_filter_message_forward(
   const int64_t N = x.size(0), F = mu.size(2), P = a.numel();
   check_graph(a, b, order, rowptr, N);
   check_filter(x, basis, Wt, u, mu, P);
-  if (at::get_num_threads() > 1) {
+  const int64_t T = pair_tile(F, x.element_size());
+  const int64_t n_tiles = (P + T - 1) / T;
+  const int64_t n_threads = n_tiles > 1 ? at::get_num_threads() : 1;
+  if ((n_threads - 1) * N * 4 * F * x.element_size() > kPrivateBytes) {
     return painn_message_forward(x, at::mm(basis, Wt), u, mu, a, b, order, rowptr);
   }
-  x = x.contiguous(); basis = basis.contiguous(); Wt = Wt.contiguous();
+  // detached: the products below run on torch's worker threads too, where the
+  // dispatcher's "below autograd" state of this thread does not hold
+  x = x.contiguous(); basis = basis.contiguous().detach(); Wt = Wt.contiguous().detach();
   u = u.contiguous(); mu = mu.contiguous();
   auto dq = torch::zeros({N, F}, x.options());
   auto dmu = torch::zeros({N, 3, F}, x.options());
-  const int64_t T = pair_tile(F, x.element_size());
-  auto tile = torch::empty({std::min(T, P), 3 * F}, x.options());
+  auto dq_more = torch::zeros({n_threads - 1, N, F}, x.options());      // threads 1, 2, ...
+  auto dmu_more = torch::zeros({n_threads - 1, N, 3, F}, x.options());
   dispatch_float(x.scalar_type(), "painn_filter_message_forward", [&](auto tag) {
     using scalar_t = decltype(tag);
     const scalar_t* __restrict xp = x.data_ptr<scalar_t>();
     const scalar_t* __restrict up = u.data_ptr<scalar_t>();
     const scalar_t* __restrict mp = mu.data_ptr<scalar_t>();
-    scalar_t* __restrict dqp = dq.data_ptr<scalar_t>();
-    scalar_t* __restrict dmp = dmu.data_ptr<scalar_t>();
     const int64_t *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
-    for (int64_t p0 = 0; p0 < P; p0 += T) {
-      const int64_t n = std::min(T, P - p0);
-      auto W = tile.narrow(0, 0, n);
-      at::mm_out(W, basis.narrow(0, p0, n), Wt);
-      const scalar_t* __restrict wp = W.data_ptr<scalar_t>();
-      for (int64_t t = 0; t < n; ++t) {
-        const int64_t p = p0 + t, ia = ap[p], ib = bp[p];
-        const scalar_t* __restrict w = wp + t * 3 * F;
-        const scalar_t u0 = up[p * 3], u1 = up[p * 3 + 1], u2 = up[p * 3 + 2];
-        const scalar_t* __restrict xa = xp + ia * 3 * F;
-        const scalar_t* __restrict xb = xp + ib * 3 * F;
-        const scalar_t* __restrict ma = mp + ia * 3 * F;
-        const scalar_t* __restrict mb = mp + ib * 3 * F;
-        scalar_t* __restrict qa = dqp + ia * F;
-        scalar_t* __restrict qb = dqp + ib * F;
-        scalar_t* __restrict oa = dmp + ia * 3 * F;
-        scalar_t* __restrict ob = dmp + ib * 3 * F;
-        if (ia == ib) {  // an atom and its own image: two edges into one row
-          for (int64_t f = 0; f < F; ++f) {
-            qa[f] += 2 * w[f] * xa[f];
-            const scalar_t vv = 2 * w[2 * F + f] * xa[2 * F + f];
-            for (int c = 0; c < 3; ++c) oa[c * F + f] += vv * ma[c * F + f];
-          }  // the direction terms of the two edges (+u, -u) cancel
-          continue;
-        }
+    at::parallel_for(0, n_tiles, 1, [&](int64_t tile0, int64_t tile1) {
+      const int64_t tid = at::get_thread_num();
+      TORCH_CHECK(tid < n_threads, "painn_filter_message: unexpected thread number");
+      scalar_t* __restrict dqp = tid == 0 ? dq.data_ptr<scalar_t>()
+                                          : dq_more.data_ptr<scalar_t>() + (tid - 1) * N * F;
+      scalar_t* __restrict dmp = tid == 0 ? dmu.data_ptr<scalar_t>()
+                                          : dmu_more.data_ptr<scalar_t>() + (tid - 1) * N * 3 * F;
+      auto tile = torch::empty({std::min(T, P), 3 * F}, x.options());
+      for (int64_t p0 = tile0 * T; p0 < std::min(P, tile1 * T); p0 += T) {
+        const int64_t n = std::min(T, P - p0);
+        auto W = tile.narrow(0, 0, n);
+        at::mm_out(W, basis.narrow(0, p0, n), Wt);
+        const scalar_t* __restrict wp = W.data_ptr<scalar_t>();
+        for (int64_t t = 0; t < n; ++t) {
+          const int64_t p = p0 + t, ia = ap[p], ib = bp[p];
+          const scalar_t* __restrict w = wp + t * 3 * F;
+          const scalar_t u0 = up[p * 3], u1 = up[p * 3 + 1], u2 = up[p * 3 + 2];
+          const scalar_t* __restrict xa = xp + ia * 3 * F;
+          const scalar_t* __restrict xb = xp + ib * 3 * F;
+          const scalar_t* __restrict ma = mp + ia * 3 * F;
+          const scalar_t* __restrict mb = mp + ib * 3 * F;
+          scalar_t* __restrict qa = dqp + ia * F;
+          scalar_t* __restrict qb = dqp + ib * F;
+          scalar_t* __restrict oa = dmp + ia * 3 * F;
+          scalar_t* __restrict ob = dmp + ib * 3 * F;
+          if (ia == ib) {  // an atom and its own image: two edges into one row
+            for (int64_t f = 0; f < F; ++f) {
+              qa[f] += 2 * w[f] * xa[f];
+              const scalar_t vv = 2 * w[2 * F + f] * xa[2 * F + f];
+              for (int c = 0; c < 3; ++c) oa[c * F + f] += vv * ma[c * F + f];
+            }  // the direction terms of the two edges (+u, -u) cancel
+            continue;
+          }
 #pragma omp simd
-        for (int64_t f = 0; f < F; ++f) {
-          const scalar_t ws = w[f], wvs = w[F + f], wvv = w[2 * F + f];
-          qa[f] += ws * xb[f];
-          qb[f] += ws * xa[f];
-          const scalar_t vsb = wvs * xb[F + f], vvb = wvv * xb[2 * F + f];  // edge a <- b, +u
-          const scalar_t vsa = wvs * xa[F + f], vva = wvv * xa[2 * F + f];  // edge b <- a, -u
-          oa[f] += vsb * u0 + vvb * mb[f];
-          oa[F + f] += vsb * u1 + vvb * mb[F + f];
-          oa[2 * F + f] += vsb * u2 + vvb * mb[2 * F + f];
-          ob[f] += vva * ma[f] - vsa * u0;
-          ob[F + f] += vva * ma[F + f] - vsa * u1;
-          ob[2 * F + f] += vva * ma[2 * F + f] - vsa * u2;
+          for (int64_t f = 0; f < F; ++f) {
+            const scalar_t ws = w[f], wvs = w[F + f], wvv = w[2 * F + f];
+            qa[f] += ws * xb[f];
+            qb[f] += ws * xa[f];
+            const scalar_t vsb = wvs * xb[F + f], vvb = wvv * xb[2 * F + f];  // edge a <- b, +u
+            const scalar_t vsa = wvs * xa[F + f], vva = wvv * xa[2 * F + f];  // edge b <- a, -u
+            oa[f] += vsb * u0 + vvb * mb[f];
+            oa[F + f] += vsb * u1 + vvb * mb[F + f];
+            oa[2 * F + f] += vsb * u2 + vvb * mb[2 * F + f];
+            ob[f] += vva * ma[f] - vsa * u0;
+            ob[F + f] += vva * ma[F + f] - vsa * u1;
+            ob[2 * F + f] += vva * ma[2 * F + f] - vsa * u2;
+          }
         }
       }
-    }
+    });
   });
+  if (n_threads > 1) {
+    dq.add_(dq_more.sum(0));
+    dmu.add_(dmu_more.sum(0));
+  }
   return {dq, dmu};
 }
 
 // Backward of painn_filter_message_forward: gradients for x, basis, Wt (zeros
-// unless want_wt), u and mu. On one thread, per tile of pairs: the filters (one
-// product), then every pair's filter gradient gW (into a second tile buffer) and
-// its two edges' gradients for x, mu (scattered to both atoms) and u; then
-// g_basis = gW Wt^T and gWt += basis^T gW, one product each.
+// unless want_wt), u and mu. Per tile of pairs: the filters (one product), then
+// every pair's filter gradient gW (into a second tile buffer) and its two edges'
+// gradients for x, mu (scattered to both atoms) and u; then g_basis = gW Wt^T
+// and gWt += basis^T gW, one product each. Threads as in the forward.
 std::vector<torch::Tensor> painn_filter_message_backward(
     torch::Tensor gq, torch::Tensor gmu, torch::Tensor x, torch::Tensor basis, torch::Tensor Wt,
     torch::Tensor u, torch::Tensor mu, torch::Tensor a, torch::Tensor b, torch::Tensor order,
@@ -445,24 +464,24 @@ std::vector<torch::Tensor> painn_filter_message_backward(
   const int64_t N = x.size(0), F = mu.size(2), P = a.numel(), K = basis.size(1);
   check_graph(a, b, order, rowptr, N);
   check_filter(x, basis, Wt, u, mu, P);
-  if (at::get_num_threads() > 1) {
+  const int64_t T = pair_tile(F, x.element_size());
+  const int64_t n_tiles = (P + T - 1) / T;
+  const int64_t n_threads = n_tiles > 1 ? at::get_num_threads() : 1;
+  if ((n_threads - 1) * N * 6 * F * x.element_size() > kPrivateBytes) {
     auto g = painn_message_backward(gq, gmu, x, at::mm(basis, Wt), u, mu, a, b, order, rowptr);
     auto gwt = want_wt ? at::mm(basis.t(), g[1]) : torch::zeros_like(Wt);
     return {g[0], at::mm(g[1], Wt.t()), gwt, g[2], g[3]};
   }
-  gq = gq.contiguous(); gmu = gmu.contiguous(); x = x.contiguous(); basis = basis.contiguous();
-  Wt = Wt.contiguous(); u = u.contiguous(); mu = mu.contiguous();
+  gq = gq.contiguous(); gmu = gmu.contiguous(); x = x.contiguous();
+  basis = basis.contiguous().detach(); Wt = Wt.contiguous().detach();  // as in the forward
+  u = u.contiguous(); mu = mu.contiguous();
   auto gx = torch::zeros_like(x);
   auto gmu_in = torch::zeros_like(mu);
   auto gbasis = torch::empty({P, K}, x.options());
-  auto gwt = torch::zeros({K, 3 * F}, x.options());
   auto gu = torch::empty({P, 3}, x.options());
-  const int64_t T = pair_tile(F, x.element_size());
-  auto tile = torch::empty({std::min(T, P), 3 * F}, x.options());
-  auto gtile = torch::empty({std::min(T, P), 3 * F}, x.options());
-  // a tile's basis gradient as Wt gW^T (K x tile), the faster product layout,
-  // turned into rows while it is in cache
-  auto gbtile = torch::empty({K, std::min(T, P)}, x.options());
+  auto gx_more = torch::zeros({n_threads - 1, N, 3 * F}, x.options());   // threads 1, 2, ...
+  auto gmi_more = torch::zeros({n_threads - 1, N, 3, F}, x.options());
+  auto gwt_all = torch::zeros({want_wt ? n_threads : 0, K, 3 * F}, x.options());
   dispatch_float(x.scalar_type(), "painn_filter_message_backward", [&](auto tag) {
     using scalar_t = decltype(tag);
     const scalar_t* __restrict gqp = gq.data_ptr<scalar_t>();
@@ -470,95 +489,112 @@ std::vector<torch::Tensor> painn_filter_message_backward(
     const scalar_t* __restrict xp = x.data_ptr<scalar_t>();
     const scalar_t* __restrict up = u.data_ptr<scalar_t>();
     const scalar_t* __restrict mp = mu.data_ptr<scalar_t>();
-    scalar_t* __restrict gxp = gx.data_ptr<scalar_t>();
-    scalar_t* __restrict gmip = gmu_in.data_ptr<scalar_t>();
     scalar_t* __restrict gup = gu.data_ptr<scalar_t>();
     const int64_t *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
-    for (int64_t p0 = 0; p0 < P; p0 += T) {
-      const int64_t n = std::min(T, P - p0);
-      auto W = tile.narrow(0, 0, n);
-      auto G = gtile.narrow(0, 0, n);
-      auto bs = basis.narrow(0, p0, n);
-      at::mm_out(W, bs, Wt);
-      const scalar_t* __restrict wp = W.data_ptr<scalar_t>();
-      scalar_t* __restrict gwp = G.data_ptr<scalar_t>();
-      for (int64_t t = 0; t < n; ++t) {
-        const int64_t p = p0 + t, ia = ap[p], ib = bp[p];
-        const scalar_t* __restrict w = wp + t * 3 * F;
-        scalar_t* __restrict gw = gwp + t * 3 * F;
-        const scalar_t u0 = up[p * 3], u1 = up[p * 3 + 1], u2 = up[p * 3 + 2];
-        const scalar_t* __restrict gqa = gqp + ia * F;
-        const scalar_t* __restrict gqb = gqp + ib * F;
-        const scalar_t* __restrict ga = gmp + ia * 3 * F;
-        const scalar_t* __restrict gb = gmp + ib * 3 * F;
-        const scalar_t* __restrict xa = xp + ia * 3 * F;
-        const scalar_t* __restrict xb = xp + ib * 3 * F;
-        const scalar_t* __restrict ma = mp + ia * 3 * F;
-        const scalar_t* __restrict mb = mp + ib * 3 * F;
-        scalar_t d0 = 0, d1 = 0, d2 = 0;
-        if (ia == ib) {  // an atom and its own image: both edges on one row
-          scalar_t* __restrict gxa = gxp + ia * 3 * F;
-          scalar_t* __restrict gma = gmip + ia * 3 * F;
-          for (int64_t f = 0; f < F; ++f) {
-            gw[f] = 2 * gqa[f] * xa[f];
-            gw[F + f] = 0;  // +u and -u
-            scalar_t v = 0;
-            for (int c = 0; c < 3; ++c) v += ga[c * F + f] * ma[c * F + f];
-            gw[2 * F + f] = 2 * xa[2 * F + f] * v;
-            gxa[f] += 2 * gqa[f] * w[f];
-            gxa[2 * F + f] += 2 * w[2 * F + f] * v;
-            for (int c = 0; c < 3; ++c) gma[c * F + f] += 2 * ga[c * F + f] * w[2 * F + f] * xa[2 * F + f];
+    at::parallel_for(0, n_tiles, 1, [&](int64_t tile0, int64_t tile1) {
+      const int64_t tid = at::get_thread_num();
+      TORCH_CHECK(tid < n_threads, "painn_filter_message: unexpected thread number");
+      scalar_t* __restrict gxp = tid == 0 ? gx.data_ptr<scalar_t>()
+                                          : gx_more.data_ptr<scalar_t>() + (tid - 1) * N * 3 * F;
+      scalar_t* __restrict gmip = tid == 0
+          ? gmu_in.data_ptr<scalar_t>() : gmi_more.data_ptr<scalar_t>() + (tid - 1) * N * 3 * F;
+      auto tile = torch::empty({std::min(T, P), 3 * F}, x.options());
+      auto gtile = torch::empty({std::min(T, P), 3 * F}, x.options());
+      // a tile's basis gradient as Wt gW^T (K x tile), the faster product layout,
+      // turned into rows while it is in cache
+      auto gbtile = torch::empty({K, std::min(T, P)}, x.options());
+      for (int64_t p0 = tile0 * T; p0 < std::min(P, tile1 * T); p0 += T) {
+        const int64_t n = std::min(T, P - p0);
+        auto W = tile.narrow(0, 0, n);
+        auto G = gtile.narrow(0, 0, n);
+        auto bs = basis.narrow(0, p0, n);
+        at::mm_out(W, bs, Wt);
+        const scalar_t* __restrict wp = W.data_ptr<scalar_t>();
+        scalar_t* __restrict gwp = G.data_ptr<scalar_t>();
+        for (int64_t t = 0; t < n; ++t) {
+          const int64_t p = p0 + t, ia = ap[p], ib = bp[p];
+          const scalar_t* __restrict w = wp + t * 3 * F;
+          scalar_t* __restrict gw = gwp + t * 3 * F;
+          const scalar_t u0 = up[p * 3], u1 = up[p * 3 + 1], u2 = up[p * 3 + 2];
+          const scalar_t* __restrict gqa = gqp + ia * F;
+          const scalar_t* __restrict gqb = gqp + ib * F;
+          const scalar_t* __restrict ga = gmp + ia * 3 * F;
+          const scalar_t* __restrict gb = gmp + ib * 3 * F;
+          const scalar_t* __restrict xa = xp + ia * 3 * F;
+          const scalar_t* __restrict xb = xp + ib * 3 * F;
+          const scalar_t* __restrict ma = mp + ia * 3 * F;
+          const scalar_t* __restrict mb = mp + ib * 3 * F;
+          scalar_t d0 = 0, d1 = 0, d2 = 0;
+          if (ia == ib) {  // an atom and its own image: both edges on one row
+            scalar_t* __restrict gxa = gxp + ia * 3 * F;
+            scalar_t* __restrict gma = gmip + ia * 3 * F;
+            for (int64_t f = 0; f < F; ++f) {
+              gw[f] = 2 * gqa[f] * xa[f];
+              gw[F + f] = 0;  // +u and -u
+              scalar_t v = 0;
+              for (int c = 0; c < 3; ++c) v += ga[c * F + f] * ma[c * F + f];
+              gw[2 * F + f] = 2 * xa[2 * F + f] * v;
+              gxa[f] += 2 * gqa[f] * w[f];
+              gxa[2 * F + f] += 2 * w[2 * F + f] * v;
+              for (int c = 0; c < 3; ++c)
+                gma[c * F + f] += 2 * ga[c * F + f] * w[2 * F + f] * xa[2 * F + f];
+            }
+            gup[p * 3] = 0; gup[p * 3 + 1] = 0; gup[p * 3 + 2] = 0;
+            continue;
           }
-          gup[p * 3] = 0; gup[p * 3 + 1] = 0; gup[p * 3 + 2] = 0;
-          continue;
-        }
-        scalar_t* __restrict gxa = gxp + ia * 3 * F;
-        scalar_t* __restrict gxb = gxp + ib * 3 * F;
-        scalar_t* __restrict gma = gmip + ia * 3 * F;
-        scalar_t* __restrict gmb = gmip + ib * 3 * F;
+          scalar_t* __restrict gxa = gxp + ia * 3 * F;
+          scalar_t* __restrict gxb = gxp + ib * 3 * F;
+          scalar_t* __restrict gma = gmip + ia * 3 * F;
+          scalar_t* __restrict gmb = gmip + ib * 3 * F;
 #pragma omp simd reduction(+ : d0, d1, d2)
-        for (int64_t f = 0; f < F; ++f) {
-          const scalar_t ws = w[f], wvs = w[F + f], wvv = w[2 * F + f];
-          const scalar_t ga0 = ga[f], ga1 = ga[F + f], ga2 = ga[2 * F + f];
-          const scalar_t gb0 = gb[f], gb1 = gb[F + f], gb2 = gb[2 * F + f];
-          // edge a <- b (centre a, source b, +u) and edge b <- a (centre b, source a, -u)
-          const scalar_t sa = ga0 * u0 + ga1 * u1 + ga2 * u2;
-          const scalar_t sb = gb0 * u0 + gb1 * u1 + gb2 * u2;
-          const scalar_t va = ga0 * mb[f] + ga1 * mb[F + f] + ga2 * mb[2 * F + f];
-          const scalar_t vb = gb0 * ma[f] + gb1 * ma[F + f] + gb2 * ma[2 * F + f];
-          gw[f] = gqa[f] * xb[f] + gqb[f] * xa[f];
-          gw[F + f] = xb[F + f] * sa - xa[F + f] * sb;
-          gw[2 * F + f] = xb[2 * F + f] * va + xa[2 * F + f] * vb;
-          gxb[f] += gqa[f] * ws;
-          gxa[f] += gqb[f] * ws;
-          gxb[F + f] += wvs * sa;
-          gxa[F + f] -= wvs * sb;
-          gxb[2 * F + f] += wvv * va;
-          gxa[2 * F + f] += wvv * vb;
-          const scalar_t vsb = wvs * xb[F + f], vsa = wvs * xa[F + f];
-          d0 += ga0 * vsb - gb0 * vsa;
-          d1 += ga1 * vsb - gb1 * vsa;
-          d2 += ga2 * vsb - gb2 * vsa;
-          const scalar_t vvb = wvv * xb[2 * F + f], vva = wvv * xa[2 * F + f];
-          gmb[f] += ga0 * vvb;
-          gmb[F + f] += ga1 * vvb;
-          gmb[2 * F + f] += ga2 * vvb;
-          gma[f] += gb0 * vva;
-          gma[F + f] += gb1 * vva;
-          gma[2 * F + f] += gb2 * vva;
+          for (int64_t f = 0; f < F; ++f) {
+            const scalar_t ws = w[f], wvs = w[F + f], wvv = w[2 * F + f];
+            const scalar_t ga0 = ga[f], ga1 = ga[F + f], ga2 = ga[2 * F + f];
+            const scalar_t gb0 = gb[f], gb1 = gb[F + f], gb2 = gb[2 * F + f];
+            // edge a <- b (centre a, source b, +u) and edge b <- a (centre b, source a, -u)
+            const scalar_t sa = ga0 * u0 + ga1 * u1 + ga2 * u2;
+            const scalar_t sb = gb0 * u0 + gb1 * u1 + gb2 * u2;
+            const scalar_t va = ga0 * mb[f] + ga1 * mb[F + f] + ga2 * mb[2 * F + f];
+            const scalar_t vb = gb0 * ma[f] + gb1 * ma[F + f] + gb2 * ma[2 * F + f];
+            gw[f] = gqa[f] * xb[f] + gqb[f] * xa[f];
+            gw[F + f] = xb[F + f] * sa - xa[F + f] * sb;
+            gw[2 * F + f] = xb[2 * F + f] * va + xa[2 * F + f] * vb;
+            gxb[f] += gqa[f] * ws;
+            gxa[f] += gqb[f] * ws;
+            gxb[F + f] += wvs * sa;
+            gxa[F + f] -= wvs * sb;
+            gxb[2 * F + f] += wvv * va;
+            gxa[2 * F + f] += wvv * vb;
+            const scalar_t vsb = wvs * xb[F + f], vsa = wvs * xa[F + f];
+            d0 += ga0 * vsb - gb0 * vsa;
+            d1 += ga1 * vsb - gb1 * vsa;
+            d2 += ga2 * vsb - gb2 * vsa;
+            const scalar_t vvb = wvv * xb[2 * F + f], vva = wvv * xa[2 * F + f];
+            gmb[f] += ga0 * vvb;
+            gmb[F + f] += ga1 * vvb;
+            gmb[2 * F + f] += ga2 * vvb;
+            gma[f] += gb0 * vva;
+            gma[F + f] += gb1 * vva;
+            gma[2 * F + f] += gb2 * vva;
+          }
+          gup[p * 3] = d0; gup[p * 3 + 1] = d1; gup[p * 3 + 2] = d2;
         }
-        gup[p * 3] = d0; gup[p * 3 + 1] = d1; gup[p * 3 + 2] = d2;
+        auto gbt = gbtile.narrow(1, 0, n);
+        at::mm_out(gbt, Wt, G.t());
+        const scalar_t* __restrict gbtp = gbt.data_ptr<scalar_t>();
+        const int64_t ld = gbt.stride(0);
+        scalar_t* __restrict gbp = gbasis.data_ptr<scalar_t>() + p0 * K;
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t k = 0; k < K; ++k) gbp[t * K + k] = gbtp[k * ld + t];
+        if (want_wt) gwt_all.select(0, tid).addmm_(bs.t(), G);
       }
-      auto gbt = gbtile.narrow(1, 0, n);
-      at::mm_out(gbt, Wt, G.t());
-      const scalar_t* __restrict gbtp = gbt.data_ptr<scalar_t>();
-      const int64_t ld = gbt.stride(0);
-      scalar_t* __restrict gbp = gbasis.data_ptr<scalar_t>() + p0 * K;
-      for (int64_t t = 0; t < n; ++t)
-        for (int64_t k = 0; k < K; ++k) gbp[t * K + k] = gbtp[k * ld + t];
-      if (want_wt) gwt.addmm_(bs.t(), G);
-    }
+    });
   });
+  if (n_threads > 1) {
+    gx.add_(gx_more.sum(0));
+    gmu_in.add_(gmi_more.sum(0));
+  }
+  auto gwt = want_wt ? gwt_all.sum(0) : torch::zeros({K, 3 * F}, x.options());
   return {gx, gbasis, gwt, gu, gmu_in};
 }
 
@@ -732,8 +768,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("painn_update_norms_backward", &painn_update_norms_backward, "its backward");
   m.def("painn_update_apply_forward", &painn_update_apply_forward, "PaiNN update: q', mu'");
   m.def("painn_update_apply_backward", &painn_update_apply_backward, "its backward");
-  m.def("set_pair_tile_bytes", [](int64_t bytes) { pair_tile_bytes = bytes; },
-        "size of the filter message's pair tiles in bytes (for benchmarks)");
+  m.def("set_pair_tile_bytes",
+        [](int64_t bytes) { const int64_t old = pair_tile_bytes; pair_tile_bytes = bytes; return old; },
+        "size of the filter message's pair tiles in bytes (benchmarks, tests); returns the old one");
   m.def("painn_filter_message_forward", &painn_filter_message_forward,
         "PaiNN message with the filter basis_p Wt built per edge (half list)");
   m.def("painn_filter_message_backward", &painn_filter_message_backward,

@@ -102,11 +102,11 @@ def test_painn_message_first_and_second_derivatives_are_exact(message_path):
     assert torch.autograd.gradgradcheck(message, inputs)
 
 
-def filter_inputs(dtype=torch.float64, F=5, K=3, requires_grad=False, seed=4):
-    """x (7, 3F), basis (15, K), Wt (K, 3F), u (15, 3), mu (7, 3, F) for :func:`random_graph`."""
+def filter_inputs(dtype=torch.float64, F=5, K=3, requires_grad=False, seed=4, n_pairs=15):
+    """x (7, 3F), basis (P, K), Wt (K, 3F), u (P, 3), mu (7, 3, F) for :func:`random_graph`."""
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(*shape, generator=g, dtype=dtype).requires_grad_(requires_grad)
-            for shape in ((7, 3 * F), (15, K), (K, 3 * F), (15, 3), (7, 3, F))]
+            for shape in ((7, 3 * F), (n_pairs, K), (K, 3 * F), (n_pairs, 3), (7, 3, F))]
 
 
 @contextlib.contextmanager
@@ -119,16 +119,29 @@ def torch_threads(n):
         torch.set_num_threads(previous)
 
 
-# The filter message runs per tile of pairs on one thread and through the whole
-# filter matrix and the gather kernels on more: both are checked. F = 5, 40 and
-# 37 leave partial vector blocks; pair 0 joins an atom to its own image.
+@contextlib.contextmanager
+def small_tiles():
+    """Tiles of 16 pairs (the least), so that a test graph spans several tiles
+    and two threads each take some (each scattering into its own rows)."""
+    library = kernels.load()
+    previous = library.set_pair_tile_bytes(1)
+    try:
+        yield
+    finally:
+        library.set_pair_tile_bytes(previous)
+
+
+# The filter message walks the pairs in tiles; with several tiles and 2 threads
+# each thread scatters into its own copy of the atom rows. F = 5, 40 and 37 leave
+# partial vector blocks; pair 0 joins an atom to its own image.
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("F,K", [(5, 3), (40, 21), (37, 2)])
-def test_filter_message_is_the_message_of_the_filter_product(threads, dtype, F, K):
-    a, b, order, rowptr = random_graph()
-    x, basis, Wt, u, mu = filter_inputs(dtype, F, K)
-    with torch_threads(threads):
+@pytest.mark.parametrize("tiles", ["one", "several"])
+def test_filter_message_is_the_message_of_the_filter_product(threads, dtype, F, K, tiles):
+    a, b, order, rowptr = random_graph(n_pairs=15 if tiles == "one" else 70)
+    x, basis, Wt, u, mu = filter_inputs(dtype, F, K, n_pairs=len(a))
+    with torch_threads(threads), small_tiles() if tiles == "several" else _nothing():
         got = ops.painn_filter_message(x, basis, Wt, u, mu, a, b, order, rowptr)  # the kernel
     want = full_list_painn_message(x, basis @ Wt, u, mu, a, b)
     tol = 1e-5 if dtype == torch.float32 else 1e-12
@@ -138,13 +151,14 @@ def test_filter_message_is_the_message_of_the_filter_product(threads, dtype, F, 
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("want_wt", [True, False])
-def test_filter_backward_kernel_is_the_autograd_backward(threads, want_wt):
-    a, b, order, rowptr = random_graph()
-    x, basis, Wt, u, mu = filter_inputs(F=6, K=4)
+@pytest.mark.parametrize("tiles", ["one", "several"])
+def test_filter_backward_kernel_is_the_autograd_backward(threads, want_wt, tiles):
+    a, b, order, rowptr = random_graph(n_pairs=15 if tiles == "one" else 70)
+    x, basis, Wt, u, mu = filter_inputs(F=6, K=4, n_pairs=len(a))
     g = torch.Generator().manual_seed(5)
     gq, gmu = (torch.randn(7, 6, generator=g, dtype=x.dtype),
                torch.randn(7, 3, 6, generator=g, dtype=x.dtype))
-    with torch_threads(threads):
+    with torch_threads(threads), small_tiles() if tiles == "several" else _nothing():
         got = ops.painn_filter_message_backward(gq, gmu, x, basis, Wt, u, mu, a, b, order,
                                                 rowptr, want_wt)
     leaves = [t.clone().requires_grad_() for t in (x, basis, Wt, u, mu)]
@@ -162,13 +176,13 @@ def test_filter_backward_kernel_is_the_autograd_backward(threads, want_wt):
 def test_filter_message_first_and_second_derivatives_are_exact(message_path, threads):
     """First order runs the fused backward; second order (a graph is built) the
     decomposed, differentiable route: both checked against finite differences."""
-    a, b, order, rowptr = random_graph()
-    inputs = filter_inputs(requires_grad=True)
+    a, b, order, rowptr = random_graph(n_pairs=40)
+    inputs = filter_inputs(requires_grad=True, n_pairs=40)
 
     def message(*t):
         return kernels.painn_filter_message(*t, a, b, order, rowptr)
 
-    with torch_threads(threads):
+    with torch_threads(threads), small_tiles() if message_path == "fused" else _nothing():
         assert torch.autograd.gradcheck(message, inputs)
         assert torch.autograd.gradgradcheck(message, inputs)
 
