@@ -24,9 +24,10 @@ The ops:
 ``pair_product(g, x, ...)``    (P, F): ``g_a ∘ x_b + g_b ∘ x_a`` (its filter gradient)
 ``painn_message(x, W, u, mu, ...)``  Δq (N, F), Δμ (N, 3, F) (PaiNN's message)
 ``painn_message_backward(...)``      its vector-Jacobian product
-``painn_filter_message(x, basis, Wt, u, mu, ...)``  the message with filters
-                                     ``W = basis @ Wt`` made inside (PaiNN)
+``painn_filter_message(x, basis, Wt, u, mu, ...)``  the message, filters made inside
 ``painn_filter_message_backward(...)``  its first-order vector-Jacobian product
+
+(the filter message is ``painn_message`` with ``W = basis @ Wt``, PaiNN's form)
 
 PaiNN's update-block ops are in :mod:`mlcalc.kernels.update_ops`.
 
