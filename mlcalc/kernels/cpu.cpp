@@ -376,7 +376,10 @@ std::vector<torch::Tensor> painn_filter_message_forward(
   check_filter(x, basis, Wt, u, mu, P);
   const int64_t T = pair_tile(F, x.element_size());
   const int64_t n_tiles = (P + T - 1) / T;
-  const int64_t n_threads = n_tiles > 1 ? at::get_num_threads() : 1;
+  // inside a parallel region (a caller's own at::parallel_for) everything runs
+  // on the calling thread: one set of rows
+  const bool nested = at::in_parallel_region();
+  const int64_t n_threads = n_tiles > 1 && !nested ? at::get_num_threads() : 1;
   if ((n_threads - 1) * N * 4 * F * x.element_size() > kPrivateBytes) {
     return painn_message_forward(x, at::mm(basis, Wt), u, mu, a, b, order, rowptr);
   }
@@ -395,7 +398,7 @@ std::vector<torch::Tensor> painn_filter_message_forward(
     const scalar_t* __restrict mp = mu.data_ptr<scalar_t>();
     const int64_t *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
     at::parallel_for(0, n_tiles, 1, [&](int64_t tile0, int64_t tile1) {
-      const int64_t tid = at::get_thread_num();
+      const int64_t tid = nested ? 0 : at::get_thread_num();
       TORCH_CHECK(tid < n_threads, "painn_filter_message: unexpected thread number");
       scalar_t* __restrict dqp = tid == 0 ? dq.data_ptr<scalar_t>()
                                           : dq_more.data_ptr<scalar_t>() + (tid - 1) * N * F;
@@ -466,7 +469,10 @@ std::vector<torch::Tensor> painn_filter_message_backward(
   check_filter(x, basis, Wt, u, mu, P);
   const int64_t T = pair_tile(F, x.element_size());
   const int64_t n_tiles = (P + T - 1) / T;
-  const int64_t n_threads = n_tiles > 1 ? at::get_num_threads() : 1;
+  // inside a parallel region (a caller's own at::parallel_for) everything runs
+  // on the calling thread: one set of rows
+  const bool nested = at::in_parallel_region();
+  const int64_t n_threads = n_tiles > 1 && !nested ? at::get_num_threads() : 1;
   if ((n_threads - 1) * N * 6 * F * x.element_size() > kPrivateBytes) {
     auto g = painn_message_backward(gq, gmu, x, at::mm(basis, Wt), u, mu, a, b, order, rowptr);
     auto gwt = want_wt ? at::mm(basis.t(), g[1]) : torch::zeros_like(Wt);
@@ -492,7 +498,7 @@ std::vector<torch::Tensor> painn_filter_message_backward(
     scalar_t* __restrict gup = gu.data_ptr<scalar_t>();
     const int64_t *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
     at::parallel_for(0, n_tiles, 1, [&](int64_t tile0, int64_t tile1) {
-      const int64_t tid = at::get_thread_num();
+      const int64_t tid = nested ? 0 : at::get_thread_num();
       TORCH_CHECK(tid < n_threads, "painn_filter_message: unexpected thread number");
       scalar_t* __restrict gxp = tid == 0 ? gx.data_ptr<scalar_t>()
                                           : gx_more.data_ptr<scalar_t>() + (tid - 1) * N * 3 * F;

@@ -455,3 +455,21 @@ def test_an_energy_trained_step_on_the_kernels_equals_the_eager_step(threads, tr
     assert abs(l1 - l0) < 1e-10 * abs(l0)
     assert max((a - b).abs().max().item() for a, b in zip(g1, g0, strict=True)) < 1e-10
     assert model.representation.filter_net.weight.grad.abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_filter_message_of_a_structure_without_pairs(threads):
+    """No pair within the cutoff (a lone atom, a dilute gas): zero messages,
+    zero gradients, empty basis gradient."""
+    a = b = torch.zeros(0, dtype=torch.long)
+    order, rowptr = kernels.half_graph(a, b, 3)
+    F, K = 4, 3
+    g = torch.Generator().manual_seed(9)
+    x, mu = torch.randn(3, 3 * F, generator=g), torch.randn(3, 3, F, generator=g)
+    basis, u, Wt = torch.zeros(0, K), torch.zeros(0, 3), torch.randn(K, 3 * F, generator=g)
+    with torch_threads(threads):
+        dq, dmu = ops.painn_filter_message(x, basis, Wt, u, mu, a, b, order, rowptr)
+        grads = ops.painn_filter_message_backward(torch.ones(3, F), torch.ones(3, 3, F), x, basis,
+                                                  Wt, u, mu, a, b, order, rowptr, True)
+    assert torch.all(dq == 0) and torch.all(dmu == 0)
+    assert all(torch.all(t == 0) for t in grads) and grads[1].shape == (0, K)
