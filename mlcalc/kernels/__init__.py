@@ -195,9 +195,10 @@ def painn_filter_message(x: torch.Tensor, basis: torch.Tensor, Wt: torch.Tensor,
     """PaiNN's message step with the filters ``W = basis @ Wt`` made inside the op.
 
     The same function as ``painn_message(x, basis @ Wt, u, mu, ...)``; the
-    compiled kernel builds each pair's filter row from its ``K`` basis values
-    where it is used, so the (P, 3F) filters and their gradient never go to
-    memory (on a CPU their traffic, not the arithmetic, set the message's cost).
+    compiled kernel makes the filters of one cache-sized tile of pairs at a
+    time and uses them there, so the (P, 3F) filters and their gradient never
+    go to memory (on a CPU their traffic, not the arithmetic, set the
+    message's cost).
 
     Args:
         x: (N, 3F) context ``[φ_s | φ_vs | φ_vv]`` of every atom.
