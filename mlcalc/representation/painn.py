@@ -17,6 +17,7 @@ from torch import nn
 from mlcalc import kernels
 from mlcalc import properties as P
 from mlcalc.nn import Dense, get_activation
+from mlcalc.representation import locality
 from mlcalc.representation.base import Representation
 
 
@@ -119,16 +120,27 @@ class PaiNN(Representation):
         [rbf f_cut, f_cut] [Aᵀ; c]``: a pair's filters are its K = n_rbf + 1
         basis values times one weight matrix, which the message op applies per
         pair (:func:`mlcalc.kernels.painn_filter_message`) instead of a
-        (pairs × 3F) filter tensor going to memory.
+        (pairs × 3F) filter tensor going to memory. Large batches on CPU are
+        evaluated with the atoms in Z-order (:mod:`mlcalc.representation.locality`)
+        and the features returned in the input order.
         """
         a, b = inputs[P.idx_i], inputs[P.idx_j]
         n_atoms, F = inputs[P.Z].shape[0], self.n_atom_basis
+        numbers, geometry = inputs[P.Z], inputs
+        reorder = n_atoms >= locality.LOCALITY_MIN_ATOMS and a.device.type == "cpu"
+        if reorder:  # rows of neighbors close in memory; undone at the end
+            perm, inv = locality.locality_order(inputs[P.R], inputs[P.idx_m], self.cutoff / 2)
+            a, b = inv[a], inv[b]
+            pair_order = torch.argsort(a * n_atoms + b)
+            a, b = a[pair_order], b[pair_order]
+            numbers = numbers[perm]
+            geometry = {P.Rij: inputs[P.Rij][pair_order]}
         order, rowptr = kernels.half_graph(a, b, n_atoms)
-        _, dir_ij, rbf, fcut = self.pair_geometry(inputs)  # (P,), (P, 3), (P, n_rbf), (P,)
+        _, dir_ij, rbf, fcut = self.pair_geometry(geometry)  # (P,), (P, 3), (P, n_rbf), (P,)
         basis = torch.cat([rbf * fcut[:, None], fcut[:, None]], dim=1)  # (P, n_rbf + 1)
         weight = torch.cat([self.filter_net.weight.T, self.filter_net.bias[None]], dim=0)
         n_sets = weight.shape[1] // (3 * F)
-        q = self.embedding(inputs[P.Z])  # (N, F)
+        q = self.embedding(numbers)  # (N, F)
         mu = q.new_zeros((n_atoms, 3, F))  # (N, 3, F)
         for k in range(self.n_interactions):
             blk = k % len(self.messages)
@@ -138,6 +150,8 @@ class PaiNN(Representation):
                 context, basis, weight[:, s * 3 * F:(s + 1) * 3 * F], dir_ij, mu, a, b, order,
                 rowptr)
             q, mu = self.updates[blk](q + dq, mu + dmu)
+        if reorder:
+            q, mu = q[inv], mu[inv]
         inputs[P.scalar_representation] = q
         inputs[P.vector_representation] = mu
         return inputs

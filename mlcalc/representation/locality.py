@@ -1,0 +1,57 @@
+"""An atom order in which neighbors are close in memory (a Z-order curve).
+
+The message kernels walk the pairs and read and write the rows of both atoms
+of each. With the atoms in the order of a lattice (``bulk(...) * (n, n, n)``)
+the neighbors of an atom lie up to two layers of cells away in index, and
+from a few thousand atoms those rows no longer stay in cache; with atoms that
+have diffused (a liquid after a long run) the order is random. Sorting the
+atoms along a Z-order (Morton) curve of spatial bins puts each region's atoms
+next to each other, so a run of pairs touches a compact set of rows.
+
+Measured (PaiNN 128×3, 1 thread, Zen 4, fcc Cu in lattice order): 2,048 atoms
+5,283 → 6,500 atom-steps/s; 500 atoms 6,602 → 6,275 (the sort costs more than
+it saves where the rows fit in cache), hence :data:`LOCALITY_MIN_ATOMS`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Batches with at least this many atoms (on CPU) are evaluated in Z-order.
+LOCALITY_MIN_ATOMS = 1000
+
+_BITS = 16  # bins per axis: 2**16 (164 km at 2.5 Å); 48 bits, the structure index above
+
+
+def _spread(v: torch.Tensor) -> torch.Tensor:
+    """The low 16 bits of ``v`` moved to every third bit (bit k -> bit 3k)."""
+    v = v & 0xFFFF
+    v = (v | (v << 16)) & 0x0000FF0000FF
+    v = (v | (v << 8)) & 0x00F00F00F00F
+    v = (v | (v << 4)) & 0x0C30C30C30C3
+    v = (v | (v << 2)) & 0x249249249249
+    return v
+
+
+def locality_order(positions: torch.Tensor, idx_m: torch.Tensor,
+                   bin_size: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A permutation of the atoms along a Z-order curve, structure by structure.
+
+    Args:
+        positions: (N, 3) Cartesian positions, Å (only their values are used).
+        idx_m: (N,) structure index of every atom (structures stay contiguous).
+        bin_size: edge of the spatial bins, Å.
+
+    Returns:
+        ``perm`` (N,): the atoms in the new order (new row k holds atom
+        ``perm[k]``), and ``inv`` (N,): the new row of every atom.
+    """
+    r = positions.detach()
+    low = r.min(dim=0).values if r.shape[0] else r.new_zeros(3)
+    cells = torch.clamp(((r - low) / bin_size).long(), 0, 2**_BITS - 1)
+    key = _spread(cells[:, 0]) | (_spread(cells[:, 1]) << 1) | (_spread(cells[:, 2]) << 2)
+    key = key | (idx_m.long() << (3 * _BITS))
+    perm = torch.argsort(key)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.shape[0], device=perm.device)
+    return perm, inv
