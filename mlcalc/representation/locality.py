@@ -8,9 +8,13 @@ have diffused (a liquid after a long run) the order is random. Sorting the
 atoms along a Z-order (Morton) curve of spatial bins puts each region's atoms
 next to each other, so a run of pairs touches a compact set of rows.
 
-Measured (PaiNN 128×3, 1 thread, Zen 4, fcc Cu in lattice order): 2,048 atoms
-5,283 → 6,500 atom-steps/s; 500 atoms 6,602 → 6,275 (the sort costs more than
-it saves where the rows fit in cache), hence :data:`LOCALITY_MIN_ATOMS`.
+Measured (PaiNN 128×3, MD, 1 thread, Zen 4, fcc Cu; one process, 3 rounds,
+medians in atom-steps/s): atoms in a random order 4,579 → 5,499 at 2,048
+atoms and 4,057 → 5,697 at 4,000 (1.2× and 1.4×: back to the speed of the
+lattice order); in lattice order 5,890 → 5,789 and 5,359 → 5,593 (no change
+beyond noise). At 500 atoms the sort cost more than it saved (6,602 →
+6,275 in lattice order, 6,825 → 6,445 shuffled), hence
+:data:`LOCALITY_MIN_ATOMS`.
 """
 
 from __future__ import annotations
