@@ -124,17 +124,9 @@ class PaiNN(Representation):
         evaluated with the atoms in Z-order (:mod:`mlcalc.representation.locality`)
         and the features returned in the input order.
         """
-        a, b = inputs[P.idx_i], inputs[P.idx_j]
-        n_atoms, F = inputs[P.Z].shape[0], self.n_atom_basis
-        numbers, geometry = inputs[P.Z], inputs
-        reorder = n_atoms >= locality.LOCALITY_MIN_ATOMS and a.device.type == "cpu"
-        if reorder:  # rows of neighbors close in memory; undone at the end
-            perm, inv = locality.locality_order(inputs[P.R], inputs[P.idx_m], self.cutoff / 2)
-            a, b = inv[a], inv[b]
-            pair_order = torch.argsort(a * n_atoms + b)
-            a, b = a[pair_order], b[pair_order]
-            numbers = numbers[perm]
-            geometry = {P.Rij: inputs[P.Rij][pair_order]}
+        # large batches in Z-order (rows of neighbors close in memory), undone at the end
+        a, b, numbers, geometry, inv = locality.local_inputs(inputs, self.cutoff)
+        n_atoms, F = numbers.shape[0], self.n_atom_basis
         order, rowptr = kernels.half_graph(a, b, n_atoms)
         _, dir_ij, rbf, fcut = self.pair_geometry(geometry)  # (P,), (P, 3), (P, n_rbf), (P,)
         basis = torch.cat([rbf * fcut[:, None], fcut[:, None]], dim=1)  # (P, n_rbf + 1)
@@ -150,7 +142,7 @@ class PaiNN(Representation):
                 context, basis, weight[:, s * 3 * F:(s + 1) * 3 * F], dir_ij, mu, a, b, order,
                 rowptr)
             q, mu = self.updates[blk](q + dq, mu + dmu)
-        if reorder:
+        if inv is not None:
             q, mu = q[inv], mu[inv]
         inputs[P.scalar_representation] = q
         inputs[P.vector_representation] = mu
