@@ -19,8 +19,12 @@ implementation by device — the C++ kernels of ``cpu.cpp`` on CPU (one pass
 over the pairs forward and backward, no per-pair intermediates), a plain
 torch reference elsewhere (and wherever the kernels are off). Autograd is
 registered for every op and works to any order, so the same ops serve MD,
-the Hessian and training. This folder is the only place that knows which
-implementation runs; a new device implementation is added here.
+the Hessian and training. On CPU the public functions below call the
+compiled kernels directly where nothing watches the dispatcher
+(:mod:`mlcalc.kernels.dispatch`: the same kernels and autograd formulas
+without ``torch.library``'s Python layers). This folder is the only place
+that knows which implementation runs; a new device implementation is added
+here.
 
 The C++ kernels are compiled on first use (see :mod:`mlcalc.kernels.build`:
 cached per environment, ``mlcalc kernels build`` builds ahead of time).
@@ -40,7 +44,7 @@ from types import ModuleType
 
 import torch
 
-from mlcalc.kernels import ops, update_ops
+from mlcalc.kernels import dispatch, ops, update_ops
 from mlcalc.kernels.build import KernelBuildError, load_library
 
 __all__ = ["KernelBuildError", "active", "cfconv", "disabled", "enabled", "half_graph",
@@ -118,10 +122,12 @@ def disabled() -> Iterator[None]:
                 for device in KERNEL_DEVICES:
                     stack.enter_context(op.set_kernel_enabled(device, False))
         _enabled = False
+        direct = dispatch.set_enabled(False)
         try:
             yield
         finally:
             _enabled = previous
+            dispatch.set_enabled(direct)
 
 
 def _prepare(device: torch.device) -> None:
@@ -166,7 +172,7 @@ def cfconv(x: torch.Tensor, W: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
         (N, F), differentiable to any order.
     """
     _prepare(x.device)
-    return ops.cfconv(x, W, a, b, order, rowptr)
+    return dispatch.call(ops.cfconv, x, W, a, b, order, rowptr)
 
 
 def painn_message(x: torch.Tensor, W: torch.Tensor, u: torch.Tensor, mu: torch.Tensor,
@@ -186,7 +192,7 @@ def painn_message(x: torch.Tensor, W: torch.Tensor, u: torch.Tensor, mu: torch.T
         differentiable to any order.
     """
     _prepare(x.device)
-    return ops.painn_message(x, W, u, mu, a, b, order, rowptr)
+    return dispatch.call(ops.painn_message, x, W, u, mu, a, b, order, rowptr)
 
 
 def painn_filter_message(x: torch.Tensor, basis: torch.Tensor, Wt: torch.Tensor, u: torch.Tensor,
@@ -214,7 +220,7 @@ def painn_filter_message(x: torch.Tensor, basis: torch.Tensor, Wt: torch.Tensor,
         differentiable to any order.
     """
     _prepare(x.device)
-    return ops.painn_filter_message(x, basis, Wt, u, mu, a, b, order, rowptr)
+    return dispatch.call(ops.painn_filter_message, x, basis, Wt, u, mu, a, b, order, rowptr)
 
 
 def painn_update_norms(q: torch.Tensor, mu_vw: torch.Tensor, eps: float) -> torch.Tensor:
@@ -229,7 +235,7 @@ def painn_update_norms(q: torch.Tensor, mu_vw: torch.Tensor, eps: float) -> torc
         (N, 2F), differentiable to any order.
     """
     _prepare(q.device)
-    return update_ops.painn_update_norms(q, mu_vw, float(eps))
+    return dispatch.call(update_ops.painn_update_norms, q, mu_vw, float(eps))
 
 
 def painn_update_apply(q: torch.Tensor, mu: torch.Tensor, mu_vw: torch.Tensor,
@@ -245,4 +251,4 @@ def painn_update_apply(q: torch.Tensor, mu: torch.Tensor, mu_vw: torch.Tensor,
         The updated q (N, F) and mu (N, 3, F), differentiable to any order.
     """
     _prepare(q.device)
-    return update_ops.painn_update_apply(q, mu, mu_vw, ctx)
+    return dispatch.call(update_ops.painn_update_apply, q, mu, mu_vw, ctx)

@@ -47,6 +47,8 @@ import torch
 from torch import Tensor
 from torch.library import custom_op
 
+from mlcalc.kernels import dispatch
+
 # ---- reference implementations (plain torch, any device) --------------------
 
 
@@ -210,7 +212,7 @@ def _save_all(ctx, inputs, output) -> None:
 
 def _cfconv_backward(ctx, grad):
     x, W, a, b, order, rowptr = ctx.saved_tensors
-    gx, gW = cfconv_backward(grad, x, W, a, b, order, rowptr)
+    gx, gW = dispatch.call(cfconv_backward, grad, x, W, a, b, order, rowptr)
     return gx, gW, None, None, None, None
 
 
@@ -241,7 +243,8 @@ def _painn_backward(ctx, gq, gmu):
         gq = x.new_zeros((x.shape[0], mu.shape[2]))
     if gmu is None:
         gmu = torch.zeros_like(mu)
-    gx, gW, gu, gmu_in = painn_message_backward(gq, gmu, x, W, u, mu, a, b, order, rowptr)
+    gx, gW, gu, gmu_in = dispatch.call(painn_message_backward, gq, gmu, x, W, u, mu, a, b, order,
+                                       rowptr)
     return gx, gW, gu, gmu_in, None, None, None, None
 
 
@@ -299,18 +302,18 @@ def _painn_filter_backward(ctx, gq, gmu):
         g_basis = gW @ Wt.T if ctx.needs_input_grad[1] else None
         gWt = basis.T @ gW if ctx.needs_input_grad[2] else None
         return gx, g_basis, gWt, gu, gmu_in, None, None, None, None
-    gx, g_basis, gWt, gu, gmu_in = painn_filter_message_backward(
-        gq, gmu, x, basis, Wt, u, mu, a, b, order, rowptr, ctx.needs_input_grad[2])
+    gx, g_basis, gWt, gu, gmu_in = dispatch.call(
+        painn_filter_message_backward, gq, gmu, x, basis, Wt, u, mu, a, b, order, rowptr,
+        ctx.needs_input_grad[2])
     return (gx, g_basis, gWt if ctx.needs_input_grad[2] else None, gu, gmu_in,
             None, None, None, None)
 
 
-cfconv.register_autograd(_cfconv_backward, setup_context=_save_all)
-cfconv_backward.register_autograd(_cfconv_backward_backward, setup_context=_save_all)
-pair_product.register_autograd(_pair_product_backward, setup_context=_save_all)
-painn_message.register_autograd(_painn_backward, setup_context=_save_all)
-painn_message_backward.register_autograd(_painn_backward_backward, setup_context=_save_all)
-painn_filter_message.register_autograd(_painn_filter_backward, setup_context=_save_all)
+for _op, _formula in ((cfconv, _cfconv_backward), (cfconv_backward, _cfconv_backward_backward),
+                      (pair_product, _pair_product_backward), (painn_message, _painn_backward),
+                      (painn_message_backward, _painn_backward_backward),
+                      (painn_filter_message, _painn_filter_backward)):
+    dispatch.register_autograd(_op, _formula, _save_all)
 
 
 # ---- device kernels --------------------------------------------------------------
@@ -318,23 +321,22 @@ painn_filter_message.register_autograd(_painn_filter_backward, setup_context=_sa
 
 def register_cpu(library: ModuleType) -> None:
     """Register the compiled C++ functions of ``library`` as the ops' CPU kernels."""
-    cfconv.register_kernel("cpu", lambda x, W, a, b, order, rowptr:
-                           library.cfconv_forward(x, W, a, b, order, rowptr))
-    pair_product.register_kernel("cpu", lambda g, x, a, b, order, rowptr:
-                                 library.pair_product(g, x, a, b))
-    cfconv_backward.register_kernel("cpu", lambda grad, x, W, a, b, order, rowptr:
-                                    tuple(library.cfconv_backward(grad, x, W, a, b, order,
-                                                                  rowptr)))
-    painn_message.register_kernel(
-        "cpu", lambda x, W, u, mu, a, b, order, rowptr:
-        tuple(library.painn_message_forward(x, W, u, mu, a, b, order, rowptr)))
-    painn_message_backward.register_kernel(
-        "cpu", lambda gq, gmu, x, W, u, mu, a, b, order, rowptr:
+    dispatch.register_cpu(cfconv, lambda x, W, a, b, order, rowptr:
+                          library.cfconv_forward(x, W, a, b, order, rowptr))
+    dispatch.register_cpu(pair_product, lambda g, x, a, b, order, rowptr:
+                          library.pair_product(g, x, a, b))
+    dispatch.register_cpu(cfconv_backward, lambda grad, x, W, a, b, order, rowptr:
+                          tuple(library.cfconv_backward(grad, x, W, a, b, order, rowptr)))
+    dispatch.register_cpu(painn_message, lambda x, W, u, mu, a, b, order, rowptr:
+                          tuple(library.painn_message_forward(x, W, u, mu, a, b, order, rowptr)))
+    dispatch.register_cpu(
+        painn_message_backward, lambda gq, gmu, x, W, u, mu, a, b, order, rowptr:
         tuple(library.painn_message_backward(gq, gmu, x, W, u, mu, a, b, order, rowptr)))
-    painn_filter_message.register_kernel(
-        "cpu", lambda x, basis, Wt, u, mu, a, b, order, rowptr:
+    dispatch.register_cpu(
+        painn_filter_message, lambda x, basis, Wt, u, mu, a, b, order, rowptr:
         tuple(library.painn_filter_message_forward(x, basis, Wt, u, mu, a, b, order, rowptr)))
-    painn_filter_message_backward.register_kernel(
-        "cpu", lambda gq, gmu, x, basis, Wt, u, mu, a, b, order, rowptr, want_wt:
+    dispatch.register_cpu(
+        painn_filter_message_backward,
+        lambda gq, gmu, x, basis, Wt, u, mu, a, b, order, rowptr, want_wt:
         tuple(library.painn_filter_message_backward(gq, gmu, x, basis, Wt, u, mu, a, b, order,
                                                     rowptr, want_wt)))

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 from torch.library import custom_op
 
+from mlcalc.kernels import dispatch
+
 # ---- reference implementations (plain torch, any device) --------------------
 
 
@@ -121,7 +123,7 @@ def _update_norms_backward(ctx, gh):
     if torch.is_grad_enabled():
         g_q, g_mu_vw = _update_norms_backward_ref(gh, mu_vw, h)
     else:
-        g_q, g_mu_vw = painn_update_norms_backward(gh, mu_vw, h)
+        g_q, g_mu_vw = dispatch.call(painn_update_norms_backward, gh, mu_vw, h)
     return g_q, g_mu_vw, None
 
 
@@ -141,12 +143,12 @@ def _update_apply_backward(ctx, gqo, gmo):
     if torch.is_grad_enabled():
         g_mu_vw, g_ctx = _update_apply_backward_ref(gqo, gmo, mu_vw, c)
     else:
-        g_mu_vw, g_ctx = painn_update_apply_backward(gqo, gmo, mu_vw, c)
+        g_mu_vw, g_ctx = dispatch.call(painn_update_apply_backward, gqo, gmo, mu_vw, c)
     return gqo, gmo, g_mu_vw, g_ctx
 
 
-painn_update_norms.register_autograd(_update_norms_backward, setup_context=_save_update_norms)
-painn_update_apply.register_autograd(_update_apply_backward, setup_context=_save_update_apply)
+dispatch.register_autograd(painn_update_norms, _update_norms_backward, _save_update_norms)
+dispatch.register_autograd(painn_update_apply, _update_apply_backward, _save_update_apply)
 
 
 # ---- device kernels --------------------------------------------------------------
@@ -154,13 +156,11 @@ painn_update_apply.register_autograd(_update_apply_backward, setup_context=_save
 
 def register_cpu(library: ModuleType) -> None:
     """Register the compiled C++ functions of ``library`` as the ops' CPU kernels."""
-    painn_update_norms.register_kernel(
-        "cpu", lambda q, mu_vw, eps: library.painn_update_norms_forward(q, mu_vw, eps))
-    painn_update_norms_backward.register_kernel(
-        "cpu", lambda gh, mu_vw, h: tuple(library.painn_update_norms_backward(gh, mu_vw, h)))
-    painn_update_apply.register_kernel(
-        "cpu", lambda q, mu, mu_vw, ctx:
-        tuple(library.painn_update_apply_forward(q, mu, mu_vw, ctx)))
-    painn_update_apply_backward.register_kernel(
-        "cpu", lambda gqo, gmo, mu_vw, ctx:
-        tuple(library.painn_update_apply_backward(gqo, gmo, mu_vw, ctx)))
+    dispatch.register_cpu(painn_update_norms, lambda q, mu_vw, eps:
+                          library.painn_update_norms_forward(q, mu_vw, eps))
+    dispatch.register_cpu(painn_update_norms_backward, lambda gh, mu_vw, h:
+                          tuple(library.painn_update_norms_backward(gh, mu_vw, h)))
+    dispatch.register_cpu(painn_update_apply, lambda q, mu, mu_vw, ctx:
+                          tuple(library.painn_update_apply_forward(q, mu, mu_vw, ctx)))
+    dispatch.register_cpu(painn_update_apply_backward, lambda gqo, gmo, mu_vw, ctx:
+                          tuple(library.painn_update_apply_backward(gqo, gmo, mu_vw, ctx)))
