@@ -6,8 +6,8 @@ costs more than the kernel: about 0.1 ms per op forward and 0.15 ms more in
 its backward, against 0.03-0.05 ms of work for PaiNN's update ops (measured:
 the forward and backward of ``painn_update_norms`` at 108 atoms, 0.35 ms
 through the op, 0.20 ms through an ``autograd.Function`` calling the kernel,
-0.07 ms of kernel; a whole PaiNN 128x3 step 10 % faster at 32 atoms, 6 % at
-108).
+0.07 ms of kernel; a whole PaiNN 128x3 step 3-6 % faster at 32-108 atoms,
+docs/performance.rst).
 
 :func:`call` therefore runs an op's compiled CPU function itself when that is
 the same computation the dispatcher would pick: the kernels are on, every
