@@ -78,8 +78,13 @@ def time_md(atoms: Atoms, calc: Calculator, steps: int, repeats: int,
 
     With ``stress`` the loop asks ``atoms.get_stress()`` after every step, as NPT
     does; MLCalculator then computes stress together with the forces. ``warmup``
-    steps run first, untimed.
+    steps run first, untimed. Every repeat starts again from the initial
+    positions and momenta: a random-weight potential heats the crystal, and one
+    trajectory through all repeats outlived it (SchNet 128×3 on 32 atoms: 3,000 K
+    after 150 fs, two atoms 0.09 Å apart after 200 fs; the bench runs
+    ``repeats`` × 125 steps there).
     """
+    start = atoms.get_positions(), atoms.get_momenta()
     atoms.calc = calc
     dyn = VelocityVerlet(atoms, timestep=1.0 * units.fs)
     if stress:
@@ -92,6 +97,8 @@ def time_md(atoms: Atoms, calc: Calculator, steps: int, repeats: int,
     dyn.run(warmup)
     per_step, splits = [], []
     for _ in range(repeats):
+        atoms.set_positions(start[0])
+        atoms.set_momenta(start[1])
         before = dict(getattr(calc, "timings", {}))
         t0 = time.perf_counter()
         dyn.run(steps)

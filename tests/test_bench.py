@@ -126,3 +126,27 @@ def test_gpu_check_summary(monkeypatch, capsys, tests_pass, verdict):
     assert "TF32 force error (off by default): 2.00e-04 of max |F| PASS" in out
     assert calls == [(("painn",), ("dynamic", "padded", "compiled")),
                      (("schnet",), ("dynamic", "padded"))]
+
+
+def test_every_md_repeat_starts_from_the_initial_state():
+    """Repeats do not continue one trajectory: after the timed loop the atoms are
+    where ``steps`` steps from the start take them, not ``repeats`` x ``steps``."""
+    from ase.calculators.emt import EMT
+    from ase.md.verlet import VelocityVerlet
+    from ase.units import fs
+
+    atoms = bench.cu_supercell(32)
+    want = atoms.copy()
+    want.calc = EMT()
+    VelocityVerlet(want, timestep=1.0 * fs).run(5)
+    bench.time_md(atoms, EMT(), steps=5, repeats=3, warmup=2)
+    assert atoms.get_positions() == pytest.approx(want.get_positions(), abs=1e-12)
+    assert atoms.get_momenta() == pytest.approx(want.get_momenta(), abs=1e-12)
+
+
+@pytest.mark.slow
+def test_random_schnet_on_32_atoms_lasts_the_whole_benchmark():
+    """The full-size random SchNet collapsed the 32-atom crystal (atoms 0.09 Å
+    apart, one clear error) when the repeats continued one trajectory."""
+    row = bench.bench_md("schnet", 32, 1, "cpu")
+    assert_positive(row, ("steps/s", "atom-steps/s"))
