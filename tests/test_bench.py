@@ -144,6 +144,40 @@ def test_every_md_repeat_starts_from_the_initial_state():
     assert atoms.get_momenta() == pytest.approx(want.get_momenta(), abs=1e-12)
 
 
+@pytest.mark.parametrize("stress", [False, True])
+def test_timed_md_steps_evaluate_the_model_once_each(stress, monkeypatch):
+    """A repeat restarts from new positions; the forces there are computed
+    before the clock starts, so ``steps`` timed steps are ``steps`` evaluations
+    (not ``steps + 1``: at 2048 atoms, 2 steps per repeat, that counted 3
+    evaluations as 2 steps and under-reported the speed by a third)."""
+    from ase.calculators.emt import EMT
+
+    calls = []
+
+    class Counting(EMT):
+        implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+        def calculate(self, *args, **kwargs):
+            super().calculate(*args, **kwargs)
+            calls.append("calculate")
+
+    real_run = bench.VelocityVerlet.run
+
+    def run(dyn, steps):  # the timed region is the dyn.run of each repeat
+        calls.append("(")
+        try:
+            return real_run(dyn, steps)
+        finally:
+            calls.append(")")
+
+    monkeypatch.setattr(bench.VelocityVerlet, "run", run)
+    bench.time_md(bench.cu_supercell(32), Counting(), steps=2, repeats=3, stress=stress,
+                  warmup=1)
+    trace = "".join("c" if c == "calculate" else c for c in calls)
+    runs = [part.split(")")[0] for part in trace.split("(")[1:]]
+    assert runs[1:] == ["cc"] * 3  # warm-up run first, then 2 evaluations per repeat's run
+
+
 @pytest.mark.slow
 def test_random_schnet_on_32_atoms_lasts_the_whole_benchmark():
     """The full-size random SchNet collapsed the 32-atom crystal (atoms 0.09 Å
