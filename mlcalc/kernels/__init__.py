@@ -196,7 +196,8 @@ def painn_message(x: torch.Tensor, W: torch.Tensor, u: torch.Tensor, mu: torch.T
 
 
 def painn_filter_message(x: torch.Tensor, basis: torch.Tensor, Wt: torch.Tensor, u: torch.Tensor,
-                         mu: torch.Tensor, a: torch.Tensor, b: torch.Tensor, order: torch.Tensor,
+                         mu: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor,
+                         order: torch.Tensor,
                          rowptr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """PaiNN's message step with the filters ``W = basis @ Wt`` made inside the op.
 
@@ -212,7 +213,10 @@ def painn_filter_message(x: torch.Tensor, basis: torch.Tensor, Wt: torch.Tensor,
             radial basis times the cutoff function, then the cutoff function).
         Wt: (K, 3F) filter weights.
         u: (P, 3) unit vector from ``a`` to ``b`` (the reverse edge uses ``-u``).
-        mu: (N, 3, F) vector features.
+        mu: (N, 3, F) vector features, or None where they are zero (PaiNN's
+            first interaction): the same numbers as zeros, and the CPU kernel
+            skips the ``W_vv`` terms (a third of the filter products and of
+            the pair loop's memory traffic) and has no gradient for ``mu``.
         a, b, order, rowptr: the half list and :func:`half_graph`.
 
     Returns:

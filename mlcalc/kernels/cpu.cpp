@@ -349,15 +349,20 @@ int64_t pair_tile(int64_t F, int64_t itemsize) {
 }
 
 void check_filter(const torch::Tensor& x, const torch::Tensor& basis, const torch::Tensor& Wt,
-                  const torch::Tensor& u, const torch::Tensor& mu, int64_t P) {
-  const int64_t N = x.size(0), F = mu.size(2);
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == 3 * F && mu.dim() == 3 && mu.size(0) == N &&
-              mu.size(1) == 3 && basis.dim() == 2 && basis.size(0) == P && Wt.dim() == 2 &&
+                  const torch::Tensor& u, const c10::optional<torch::Tensor>& mu, int64_t P) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) % 3 == 0, "painn_filter_message: shapes");
+  const int64_t N = x.size(0), F = x.size(1) / 3;
+  TORCH_CHECK(basis.dim() == 2 && basis.size(0) == P && Wt.dim() == 2 &&
               Wt.size(0) == basis.size(1) && Wt.size(1) == 3 * F && u.dim() == 2 &&
               u.size(0) == P && u.size(1) == 3, "painn_filter_message: shapes");
   TORCH_CHECK(basis.scalar_type() == x.scalar_type() && Wt.scalar_type() == x.scalar_type() &&
-              u.scalar_type() == x.scalar_type() && mu.scalar_type() == x.scalar_type(),
-              "painn_filter_message: one floating dtype expected");
+              u.scalar_type() == x.scalar_type(), "painn_filter_message: one floating dtype expected");
+  if (mu.has_value()) {
+    TORCH_CHECK(mu->dim() == 3 && mu->size(0) == N && mu->size(1) == 3 && mu->size(2) == F,
+                "painn_filter_message: shapes");
+    TORCH_CHECK(mu->scalar_type() == x.scalar_type(),
+                "painn_filter_message: one floating dtype expected");
+  }
 }
 
 }  // namespace
@@ -368,12 +373,20 @@ void check_filter(const torch::Tensor& x, const torch::Tensor& basis, const torc
 constexpr int64_t kPrivateBytes = 256 * 1024 * 1024;
 
 // dq_i = sum_e W_s x_s,j;  dmu_i[c] = sum_e (W_vs x_vs,j) s_e u_c + (W_vv x_vv,j) mu_j[c]
+//
+// Without mu (PaiNN's first interaction, where the vector features are still
+// zero) the W_vv terms vanish: the tiles hold only the [W_s | W_vs] columns
+// (two thirds of the product) and the loop skips the mu rows.
 std::vector<torch::Tensor> painn_filter_message_forward(
-    torch::Tensor x, torch::Tensor basis, torch::Tensor Wt, torch::Tensor u, torch::Tensor mu,
-    torch::Tensor a, torch::Tensor b, torch::Tensor order, torch::Tensor rowptr) {
-  const int64_t N = x.size(0), F = mu.size(2), P = a.numel();
+    torch::Tensor x, torch::Tensor basis, torch::Tensor Wt, torch::Tensor u,
+    c10::optional<torch::Tensor> mu_opt, torch::Tensor a, torch::Tensor b, torch::Tensor order,
+    torch::Tensor rowptr) {
+  const int64_t N = x.size(0), P = a.numel();
   check_graph(a, b, order, rowptr, N);
-  check_filter(x, basis, Wt, u, mu, P);
+  check_filter(x, basis, Wt, u, mu_opt, P);
+  const int64_t F = x.size(1) / 3;
+  const bool has_mu = mu_opt.has_value();
+  const int64_t C = has_mu ? 3 * F : 2 * F;  // filter columns used
   const int64_t T = pair_tile(F, x.element_size());
   const int64_t n_tiles = (P + T - 1) / T;
   // inside a parallel region (a caller's own at::parallel_for) everything runs
@@ -381,12 +394,15 @@ std::vector<torch::Tensor> painn_filter_message_forward(
   const bool nested = at::in_parallel_region();
   const int64_t n_threads = n_tiles > 1 && !nested ? at::get_num_threads() : 1;
   if ((n_threads - 1) * N * 4 * F * x.element_size() > kPrivateBytes) {
+    auto mu = has_mu ? *mu_opt : torch::zeros({N, 3, F}, x.options());
     return painn_message_forward(x, at::mm(basis, Wt), u, mu, a, b, order, rowptr);
   }
   // detached: the products below run on torch's worker threads too, where the
   // dispatcher's "below autograd" state of this thread does not hold
-  x = x.contiguous(); basis = basis.contiguous().detach(); Wt = Wt.contiguous().detach();
-  u = u.contiguous(); mu = mu.contiguous();
+  x = x.contiguous(); basis = basis.contiguous().detach();
+  const auto Wc = Wt.contiguous().detach().narrow(1, 0, C);
+  u = u.contiguous();
+  const auto mu = has_mu ? mu_opt->contiguous() : x;  // without mu, mp is never read
   auto dq = torch::zeros({N, F}, x.options());
   auto dmu = torch::zeros({N, 3, F}, x.options());
   auto dq_more = torch::zeros({n_threads - 1, N, F}, x.options());      // threads 1, 2, ...
@@ -404,15 +420,15 @@ std::vector<torch::Tensor> painn_filter_message_forward(
                                           : dq_more.data_ptr<scalar_t>() + (tid - 1) * N * F;
       scalar_t* __restrict dmp = tid == 0 ? dmu.data_ptr<scalar_t>()
                                           : dmu_more.data_ptr<scalar_t>() + (tid - 1) * N * 3 * F;
-      auto tile = torch::empty({std::min(T, P), 3 * F}, x.options());
+      auto tile = torch::empty({std::min(T, P), C}, x.options());
       for (int64_t p0 = tile0 * T; p0 < std::min(P, tile1 * T); p0 += T) {
         const int64_t n = std::min(T, P - p0);
         auto W = tile.narrow(0, 0, n);
-        at::mm_out(W, basis.narrow(0, p0, n), Wt);
+        at::mm_out(W, basis.narrow(0, p0, n), Wc);
         const scalar_t* __restrict wp = W.data_ptr<scalar_t>();
         for (int64_t t = 0; t < n; ++t) {
           const int64_t p = p0 + t, ia = ap[p], ib = bp[p];
-          const scalar_t* __restrict w = wp + t * 3 * F;
+          const scalar_t* __restrict w = wp + t * C;
           const scalar_t u0 = up[p * 3], u1 = up[p * 3 + 1], u2 = up[p * 3 + 2];
           const scalar_t* __restrict xa = xp + ia * 3 * F;
           const scalar_t* __restrict xb = xp + ib * 3 * F;
@@ -425,9 +441,26 @@ std::vector<torch::Tensor> painn_filter_message_forward(
           if (ia == ib) {  // an atom and its own image: two edges into one row
             for (int64_t f = 0; f < F; ++f) {
               qa[f] += 2 * w[f] * xa[f];
+              if (!has_mu) continue;
               const scalar_t vv = 2 * w[2 * F + f] * xa[2 * F + f];
               for (int c = 0; c < 3; ++c) oa[c * F + f] += vv * ma[c * F + f];
             }  // the direction terms of the two edges (+u, -u) cancel
+            continue;
+          }
+          if (!has_mu) {
+#pragma omp simd
+            for (int64_t f = 0; f < F; ++f) {
+              const scalar_t ws = w[f], wvs = w[F + f];
+              qa[f] += ws * xb[f];
+              qb[f] += ws * xa[f];
+              const scalar_t vsb = wvs * xb[F + f], vsa = wvs * xa[F + f];
+              oa[f] += vsb * u0;
+              oa[F + f] += vsb * u1;
+              oa[2 * F + f] += vsb * u2;
+              ob[f] -= vsa * u0;
+              ob[F + f] -= vsa * u1;
+              ob[2 * F + f] -= vsa * u2;
+            }
             continue;
           }
 #pragma omp simd
@@ -456,17 +489,22 @@ std::vector<torch::Tensor> painn_filter_message_forward(
 }
 
 // Backward of painn_filter_message_forward: gradients for x, basis, Wt (zeros
-// unless want_wt), u and mu. Per tile of pairs: the filters (one product), then
+// unless want_wt), u and mu (an empty (0, 3, F) tensor without mu, whose W_vv
+// terms and gradients are zero: only the [W_s | W_vs] columns are made, and
+// Wt's W_vv columns get a zero gradient). Per tile of pairs: the filters (one product), then
 // every pair's filter gradient gW (into a second tile buffer) and its two edges'
 // gradients for x, mu (scattered to both atoms) and u; then g_basis = gW Wt^T
 // and gWt += basis^T gW, one product each. Threads as in the forward.
 std::vector<torch::Tensor> painn_filter_message_backward(
     torch::Tensor gq, torch::Tensor gmu, torch::Tensor x, torch::Tensor basis, torch::Tensor Wt,
-    torch::Tensor u, torch::Tensor mu, torch::Tensor a, torch::Tensor b, torch::Tensor order,
-    torch::Tensor rowptr, bool want_wt) {
-  const int64_t N = x.size(0), F = mu.size(2), P = a.numel(), K = basis.size(1);
+    torch::Tensor u, c10::optional<torch::Tensor> mu_opt, torch::Tensor a, torch::Tensor b,
+    torch::Tensor order, torch::Tensor rowptr, bool want_wt) {
+  const int64_t N = x.size(0), P = a.numel(), K = basis.size(1);
   check_graph(a, b, order, rowptr, N);
-  check_filter(x, basis, Wt, u, mu, P);
+  check_filter(x, basis, Wt, u, mu_opt, P);
+  const int64_t F = x.size(1) / 3;
+  const bool has_mu = mu_opt.has_value();
+  const int64_t C = has_mu ? 3 * F : 2 * F;  // filter columns used
   const int64_t T = pair_tile(F, x.element_size());
   const int64_t n_tiles = (P + T - 1) / T;
   // inside a parallel region (a caller's own at::parallel_for) everything runs
@@ -474,19 +512,24 @@ std::vector<torch::Tensor> painn_filter_message_backward(
   const bool nested = at::in_parallel_region();
   const int64_t n_threads = n_tiles > 1 && !nested ? at::get_num_threads() : 1;
   if ((n_threads - 1) * N * 6 * F * x.element_size() > kPrivateBytes) {
+    auto mu = has_mu ? *mu_opt : torch::zeros({N, 3, F}, x.options());
     auto g = painn_message_backward(gq, gmu, x, at::mm(basis, Wt), u, mu, a, b, order, rowptr);
     auto gwt = want_wt ? at::mm(basis.t(), g[1]) : torch::zeros_like(Wt);
-    return {g[0], at::mm(g[1], Wt.t()), gwt, g[2], g[3]};
+    auto gm = has_mu ? g[3] : torch::empty({0, 3, F}, x.options());
+    return {g[0], at::mm(g[1], Wt.t()), gwt, g[2], gm};
   }
   gq = gq.contiguous(); gmu = gmu.contiguous(); x = x.contiguous();
-  basis = basis.contiguous().detach(); Wt = Wt.contiguous().detach();  // as in the forward
-  u = u.contiguous(); mu = mu.contiguous();
+  basis = basis.contiguous().detach();  // detached as in the forward
+  const auto Wc = Wt.contiguous().detach().narrow(1, 0, C);
+  u = u.contiguous();
+  // without mu, mp is never read (the loop below skips its terms)
+  const auto mu = has_mu ? mu_opt->contiguous() : x;
   auto gx = torch::zeros_like(x);
-  auto gmu_in = torch::zeros_like(mu);
+  auto gmu_in = has_mu ? torch::zeros_like(mu) : torch::empty({0, 3, F}, x.options());
   auto gbasis = torch::empty({P, K}, x.options());
   auto gu = torch::empty({P, 3}, x.options());
   auto gx_more = torch::zeros({n_threads - 1, N, 3 * F}, x.options());   // threads 1, 2, ...
-  auto gmi_more = torch::zeros({n_threads - 1, N, 3, F}, x.options());
+  auto gmi_more = torch::zeros({has_mu ? n_threads - 1 : 0, N, 3, F}, x.options());
   auto gwt_all = torch::zeros({want_wt ? n_threads : 0, K, 3 * F}, x.options());
   dispatch_float(x.scalar_type(), "painn_filter_message_backward", [&](auto tag) {
     using scalar_t = decltype(tag);
@@ -502,10 +545,10 @@ std::vector<torch::Tensor> painn_filter_message_backward(
       TORCH_CHECK(tid < n_threads, "painn_filter_message: unexpected thread number");
       scalar_t* __restrict gxp = tid == 0 ? gx.data_ptr<scalar_t>()
                                           : gx_more.data_ptr<scalar_t>() + (tid - 1) * N * 3 * F;
-      scalar_t* __restrict gmip = tid == 0
+      scalar_t* __restrict gmip = !has_mu ? nullptr : tid == 0
           ? gmu_in.data_ptr<scalar_t>() : gmi_more.data_ptr<scalar_t>() + (tid - 1) * N * 3 * F;
-      auto tile = torch::empty({std::min(T, P), 3 * F}, x.options());
-      auto gtile = torch::empty({std::min(T, P), 3 * F}, x.options());
+      auto tile = torch::empty({std::min(T, P), C}, x.options());
+      auto gtile = torch::empty({std::min(T, P), C}, x.options());
       // a tile's basis gradient as Wt gW^T (K x tile), the faster product layout,
       // turned into rows while it is in cache
       auto gbtile = torch::empty({K, std::min(T, P)}, x.options());
@@ -514,13 +557,13 @@ std::vector<torch::Tensor> painn_filter_message_backward(
         auto W = tile.narrow(0, 0, n);
         auto G = gtile.narrow(0, 0, n);
         auto bs = basis.narrow(0, p0, n);
-        at::mm_out(W, bs, Wt);
+        at::mm_out(W, bs, Wc);
         const scalar_t* __restrict wp = W.data_ptr<scalar_t>();
         scalar_t* __restrict gwp = G.data_ptr<scalar_t>();
         for (int64_t t = 0; t < n; ++t) {
           const int64_t p = p0 + t, ia = ap[p], ib = bp[p];
-          const scalar_t* __restrict w = wp + t * 3 * F;
-          scalar_t* __restrict gw = gwp + t * 3 * F;
+          const scalar_t* __restrict w = wp + t * C;
+          scalar_t* __restrict gw = gwp + t * C;
           const scalar_t u0 = up[p * 3], u1 = up[p * 3 + 1], u2 = up[p * 3 + 2];
           const scalar_t* __restrict gqa = gqp + ia * F;
           const scalar_t* __restrict gqb = gqp + ib * F;
@@ -533,14 +576,15 @@ std::vector<torch::Tensor> painn_filter_message_backward(
           scalar_t d0 = 0, d1 = 0, d2 = 0;
           if (ia == ib) {  // an atom and its own image: both edges on one row
             scalar_t* __restrict gxa = gxp + ia * 3 * F;
-            scalar_t* __restrict gma = gmip + ia * 3 * F;
+            scalar_t* __restrict gma = has_mu ? gmip + ia * 3 * F : nullptr;
             for (int64_t f = 0; f < F; ++f) {
               gw[f] = 2 * gqa[f] * xa[f];
               gw[F + f] = 0;  // +u and -u
+              gxa[f] += 2 * gqa[f] * w[f];
+              if (!has_mu) continue;
               scalar_t v = 0;
               for (int c = 0; c < 3; ++c) v += ga[c * F + f] * ma[c * F + f];
               gw[2 * F + f] = 2 * xa[2 * F + f] * v;
-              gxa[f] += 2 * gqa[f] * w[f];
               gxa[2 * F + f] += 2 * w[2 * F + f] * v;
               for (int c = 0; c < 3; ++c)
                 gma[c * F + f] += 2 * ga[c * F + f] * w[2 * F + f] * xa[2 * F + f];
@@ -550,6 +594,28 @@ std::vector<torch::Tensor> painn_filter_message_backward(
           }
           scalar_t* __restrict gxa = gxp + ia * 3 * F;
           scalar_t* __restrict gxb = gxp + ib * 3 * F;
+          if (!has_mu) {  // no W_vv terms, nothing for mu
+#pragma omp simd reduction(+ : d0, d1, d2)
+            for (int64_t f = 0; f < F; ++f) {
+              const scalar_t ws = w[f], wvs = w[F + f];
+              const scalar_t ga0 = ga[f], ga1 = ga[F + f], ga2 = ga[2 * F + f];
+              const scalar_t gb0 = gb[f], gb1 = gb[F + f], gb2 = gb[2 * F + f];
+              const scalar_t sa = ga0 * u0 + ga1 * u1 + ga2 * u2;
+              const scalar_t sb = gb0 * u0 + gb1 * u1 + gb2 * u2;
+              gw[f] = gqa[f] * xb[f] + gqb[f] * xa[f];
+              gw[F + f] = xb[F + f] * sa - xa[F + f] * sb;
+              gxb[f] += gqa[f] * ws;
+              gxa[f] += gqb[f] * ws;
+              gxb[F + f] += wvs * sa;
+              gxa[F + f] -= wvs * sb;
+              const scalar_t vsb = wvs * xb[F + f], vsa = wvs * xa[F + f];
+              d0 += ga0 * vsb - gb0 * vsa;
+              d1 += ga1 * vsb - gb1 * vsa;
+              d2 += ga2 * vsb - gb2 * vsa;
+            }
+            gup[p * 3] = d0; gup[p * 3 + 1] = d1; gup[p * 3 + 2] = d2;
+            continue;
+          }
           scalar_t* __restrict gma = gmip + ia * 3 * F;
           scalar_t* __restrict gmb = gmip + ib * 3 * F;
 #pragma omp simd reduction(+ : d0, d1, d2)
@@ -586,19 +652,19 @@ std::vector<torch::Tensor> painn_filter_message_backward(
           gup[p * 3] = d0; gup[p * 3 + 1] = d1; gup[p * 3 + 2] = d2;
         }
         auto gbt = gbtile.narrow(1, 0, n);
-        at::mm_out(gbt, Wt, G.t());
+        at::mm_out(gbt, Wc, G.t());
         const scalar_t* __restrict gbtp = gbt.data_ptr<scalar_t>();
         const int64_t ld = gbt.stride(0);
         scalar_t* __restrict gbp = gbasis.data_ptr<scalar_t>() + p0 * K;
         for (int64_t t = 0; t < n; ++t)
           for (int64_t k = 0; k < K; ++k) gbp[t * K + k] = gbtp[k * ld + t];
-        if (want_wt) gwt_all.select(0, tid).addmm_(bs.t(), G);
+        if (want_wt) gwt_all.select(0, tid).narrow(1, 0, C).addmm_(bs.t(), G);
       }
     });
   });
   if (n_threads > 1) {
     gx.add_(gx_more.sum(0));
-    gmu_in.add_(gmi_more.sum(0));
+    if (has_mu) gmu_in.add_(gmi_more.sum(0));
   }
   auto gwt = want_wt ? gwt_all.sum(0) : torch::zeros({K, 3 * F}, x.options());
   return {gx, gbasis, gwt, gu, gmu_in};

@@ -95,11 +95,18 @@ def _painn_backward_ref(gq: Tensor, gmu: Tensor, x: Tensor, W: Tensor, u: Tensor
     return gx, gW, gu, gmu_in
 
 
+def _mu_or_zeros(x: Tensor, mu: Tensor | None) -> Tensor:
+    """``mu``, or the zero vector features (N, 3, F) it stands for when None."""
+    return x.new_zeros((x.shape[0], 3, x.shape[1] // 3)) if mu is None else mu
+
+
 def _painn_filter_backward_ref(gq: Tensor, gmu: Tensor, x: Tensor, basis: Tensor, Wt: Tensor,
-                               u: Tensor, mu: Tensor, a: Tensor, b: Tensor,
+                               u: Tensor, mu: Tensor | None, a: Tensor, b: Tensor,
                                want_wt: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    gx, gW, gu, gmu_in = _painn_backward_ref(gq, gmu, x, basis @ Wt, u, mu, a, b)
+    gx, gW, gu, gmu_in = _painn_backward_ref(gq, gmu, x, basis @ Wt, u, _mu_or_zeros(x, mu), a, b)
     gWt = basis.T @ gW if want_wt else torch.zeros_like(Wt)
+    if mu is None:
+        gmu_in = gmu_in.new_empty((0, 3, gmu_in.shape[2]))
     return gx, gW @ Wt.T, gWt, gu, gmu_in
 
 
@@ -143,20 +150,26 @@ def painn_message_backward(gq: Tensor, gmu: Tensor, x: Tensor, W: Tensor, u: Ten
 
 
 @custom_op("mlcalc::painn_filter_message", mutates_args=())
-def painn_filter_message(x: Tensor, basis: Tensor, Wt: Tensor, u: Tensor, mu: Tensor, a: Tensor,
-                         b: Tensor, order: Tensor, rowptr: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`painn_message` with the filters ``W = basis @ Wt``: basis (P, K), Wt (K, 3F)."""
-    return _painn_ref(x, basis @ Wt, u, mu, a, b)
+def painn_filter_message(x: Tensor, basis: Tensor, Wt: Tensor, u: Tensor, mu: Tensor | None,
+                         a: Tensor, b: Tensor, order: Tensor,
+                         rowptr: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`painn_message` with the filters ``W = basis @ Wt``: basis (P, K), Wt (K, 3F).
+
+    ``mu`` None stands for zero vector features (PaiNN's first interaction):
+    the ``W_vv`` terms vanish, and the CPU kernel skips them.
+    """
+    return _painn_ref(x, basis @ Wt, u, _mu_or_zeros(x, mu), a, b)
 
 
 @custom_op("mlcalc::painn_filter_message_backward", mutates_args=())
 def painn_filter_message_backward(gq: Tensor, gmu: Tensor, x: Tensor, basis: Tensor, Wt: Tensor,
-                                  u: Tensor, mu: Tensor, a: Tensor, b: Tensor, order: Tensor,
-                                  rowptr: Tensor,
+                                  u: Tensor, mu: Tensor | None, a: Tensor, b: Tensor,
+                                  order: Tensor, rowptr: Tensor,
                                   want_wt: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients of :func:`painn_filter_message` for x, basis, Wt, u and mu.
 
-    The one for Wt is zeros unless ``want_wt``. First order only: the op has no
+    The one for Wt is zeros unless ``want_wt``; the one for mu is an empty
+    (0, 3, F) tensor when ``mu`` is None. First order only: the op has no
     autograd formula (the message's backward takes the differentiable route
     when a graph is being built, see :func:`_painn_filter_backward`).
     """
@@ -194,13 +207,15 @@ def _(gq, gmu, x, W, u, mu, a, b, order, rowptr):
 
 @painn_filter_message.register_fake
 def _(x, basis, Wt, u, mu, a, b, order, rowptr):
-    return x.new_empty((x.shape[0], mu.shape[2])), torch.empty_like(mu)
+    F = x.shape[1] // 3
+    return x.new_empty((x.shape[0], F)), x.new_empty((x.shape[0], 3, F))
 
 
 @painn_filter_message_backward.register_fake
 def _(gq, gmu, x, basis, Wt, u, mu, a, b, order, rowptr, want_wt):
     return (torch.empty_like(x), torch.empty_like(basis), torch.empty_like(Wt),
-            torch.empty_like(u), torch.empty_like(mu))
+            torch.empty_like(u),
+            gmu.new_empty((0, 3, gmu.shape[2])) if mu is None else torch.empty_like(mu))
 
 
 # ---- autograd ------------------------------------------------------------------
@@ -292,21 +307,23 @@ def _painn_filter_backward(ctx, gq, gmu):
     derivatives of the gradients exist to any order.
     """
     x, basis, Wt, u, mu, a, b, order, rowptr = ctx.saved_tensors
+    F = x.shape[1] // 3
     if gq is None:
-        gq = x.new_zeros((x.shape[0], mu.shape[2]))
+        gq = x.new_zeros((x.shape[0], F))
     if gmu is None:
-        gmu = torch.zeros_like(mu)
+        gmu = x.new_zeros((x.shape[0], 3, F))
     if torch.is_grad_enabled():
         W = basis @ Wt
-        gx, gW, gu, gmu_in = painn_message_backward(gq, gmu, x, W, u, mu, a, b, order, rowptr)
+        gx, gW, gu, gmu_in = painn_message_backward(gq, gmu, x, W, u, _mu_or_zeros(x, mu), a, b,
+                                                    order, rowptr)
         g_basis = gW @ Wt.T if ctx.needs_input_grad[1] else None
         gWt = basis.T @ gW if ctx.needs_input_grad[2] else None
-        return gx, g_basis, gWt, gu, gmu_in, None, None, None, None
-    gx, g_basis, gWt, gu, gmu_in = dispatch.call(
-        painn_filter_message_backward, gq, gmu, x, basis, Wt, u, mu, a, b, order, rowptr,
-        ctx.needs_input_grad[2])
-    return (gx, g_basis, gWt if ctx.needs_input_grad[2] else None, gu, gmu_in,
-            None, None, None, None)
+    else:
+        gx, g_basis, gWt, gu, gmu_in = dispatch.call(
+            painn_filter_message_backward, gq, gmu, x, basis, Wt, u, mu, a, b, order, rowptr,
+            ctx.needs_input_grad[2])
+        gWt = gWt if ctx.needs_input_grad[2] else None
+    return gx, g_basis, gWt, gu, None if mu is None else gmu_in, None, None, None, None
 
 
 for _op, _formula in ((cfconv, _cfconv_backward), (cfconv_backward, _cfconv_backward_backward),

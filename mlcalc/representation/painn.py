@@ -133,7 +133,8 @@ class PaiNN(Representation):
         weight = torch.cat([self.filter_net.weight.T, self.filter_net.bias[None]], dim=0)
         n_sets = weight.shape[1] // (3 * F)
         q = self.embedding(numbers)  # (N, F)
-        mu = q.new_zeros((n_atoms, 3, F))  # (N, 3, F)
+        # vector features: zero before the first message, which then skips their terms
+        mu: torch.Tensor | None = None  # (N, 3, F)
         for k in range(self.n_interactions):
             blk = k % len(self.messages)
             s = k % n_sets
@@ -141,7 +142,9 @@ class PaiNN(Representation):
             dq, dmu = kernels.painn_filter_message(
                 context, basis, weight[:, s * 3 * F:(s + 1) * 3 * F], dir_ij, mu, a, b, order,
                 rowptr)
-            q, mu = self.updates[blk](q + dq, mu + dmu)
+            q, mu = self.updates[blk](q + dq, dmu if mu is None else mu + dmu)
+        if mu is None:  # no interactions
+            mu = q.new_zeros((n_atoms, 3, F))
         if inv is not None:
             q, mu = q[inv], mu[inv]
         inputs[P.scalar_representation] = q

@@ -187,6 +187,73 @@ def test_filter_message_first_and_second_derivatives_are_exact(message_path, thr
         assert torch.autograd.gradgradcheck(message, inputs)
 
 
+# mu=None: zero vector features (PaiNN's first interaction); the kernel skips
+# the W_vv columns of the filters and the mu rows.
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("F,K", [(5, 3), (37, 21)])
+@pytest.mark.parametrize("tiles", ["one", "several"])
+def test_filter_message_without_mu_is_the_message_with_zero_mu(threads, dtype, F, K, tiles):
+    a, b, order, rowptr = random_graph(n_pairs=15 if tiles == "one" else 70)
+    x, basis, Wt, u, mu = filter_inputs(dtype, F, K, n_pairs=len(a))
+    zeros = torch.zeros_like(mu)
+    with torch_threads(threads), small_tiles() if tiles == "several" else _nothing():
+        got = ops.painn_filter_message(x, basis, Wt, u, None, a, b, order, rowptr)  # the kernel
+        with_zeros = ops.painn_filter_message(x, basis, Wt, u, zeros, a, b, order, rowptr)
+    want = full_list_painn_message(x, basis @ Wt, u, zeros, a, b)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for g, z, w in zip(got, with_zeros, want, strict=True):
+        torch.testing.assert_close(g, w, atol=tol, rtol=tol)
+        torch.testing.assert_close(g, z, atol=tol, rtol=tol)  # (rounding: fused multiply-adds)
+    with kernels.disabled():  # the reference implementation takes None too
+        ref = ops.painn_filter_message(x, basis, Wt, u, None, a, b, order, rowptr)
+    for r, w in zip(ref, want, strict=True):
+        torch.testing.assert_close(r, w, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("want_wt", [True, False])
+@pytest.mark.parametrize("tiles", ["one", "several"])
+@pytest.mark.parametrize("path", ["kernel", "reference"])
+def test_filter_backward_without_mu_is_the_autograd_backward(threads, want_wt, tiles, path):
+    a, b, order, rowptr = random_graph(n_pairs=15 if tiles == "one" else 70)
+    x, basis, Wt, u, mu = filter_inputs(F=6, K=4, n_pairs=len(a))
+    g = torch.Generator().manual_seed(5)
+    gq, gmu = (torch.randn(7, 6, generator=g, dtype=x.dtype),
+               torch.randn(7, 3, 6, generator=g, dtype=x.dtype))
+    with (torch_threads(threads), small_tiles() if tiles == "several" else _nothing(),
+          kernels.disabled() if path == "reference" else _nothing()):
+        got = ops.painn_filter_message_backward(gq, gmu, x, basis, Wt, u, None, a, b, order,
+                                                rowptr, want_wt)
+    leaves = [t.clone().requires_grad_() for t in (x, basis, Wt, u)]
+    x_, basis_, Wt_, u_ = leaves
+    want = torch.autograd.grad(
+        full_list_painn_message(x_, basis_ @ Wt_, u_, torch.zeros_like(mu), a, b), leaves,
+        (gq, gmu))
+    for k, (got_k, want_k) in enumerate(zip(got[:4], want, strict=True)):
+        if k == 2 and not want_wt:
+            assert torch.all(got_k == 0)  # not asked for: not computed
+            continue
+        torch.testing.assert_close(got_k, want_k, atol=1e-12, rtol=1e-12)
+    if want_wt:  # the W_vv columns meet only mu: no gradient
+        assert torch.all(got[2][:, 12:] == 0)
+    assert got[4].shape == (0, 3, 6)  # no mu, no gradient for it
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_filter_message_without_mu_first_and_second_derivatives_are_exact(message_path,
+                                                                           threads):
+    a, b, order, rowptr = random_graph(n_pairs=40)
+    inputs = filter_inputs(requires_grad=True, n_pairs=40)[:4]
+
+    def message(*t):
+        return kernels.painn_filter_message(*t, None, a, b, order, rowptr)
+
+    with torch_threads(threads), small_tiles() if message_path == "fused" else _nothing():
+        assert torch.autograd.gradcheck(message, inputs)
+        assert torch.autograd.gradgradcheck(message, inputs)
+
+
 def update_inputs(dtype=torch.float64, N=9, F=5, seed=6):
     """q (N, F), mu (N, 3, F), mu_vw (N, 3, 2F), ctx (N, 3F)."""
     g = torch.Generator().manual_seed(seed)
