@@ -68,6 +68,35 @@ void dispatch_float(at::ScalarType t, const char* name, Fn&& fn) {
 }  // namespace
 
 // ---------------------------------------------------------------------------
+// The directed edges of a half list grouped by centre atom (mlcalc.kernels.half_graph):
+// edge e < P has centre a[e], edge e >= P centre b[e - P]. A counting sort, stable
+// like torch.argsort(cat(a, b), stable=True), in O(P + N) instead of a comparison
+// sort: order (2P,) and rowptr (N + 1,).
+std::vector<torch::Tensor> half_graph(torch::Tensor a, torch::Tensor b, int64_t n_atoms) {
+  TORCH_CHECK(a.dtype() == torch::kInt64 && b.dtype() == torch::kInt64 && a.dim() == 1 &&
+              b.dim() == 1 && a.numel() == b.numel(),
+              "half_graph: a and b must be int64 vectors of one length");
+  TORCH_CHECK(n_atoms >= 0, "half_graph: n_atoms must be >= 0");
+  a = a.contiguous(); b = b.contiguous();
+  const int64_t P = a.numel();
+  auto rowptr = torch::zeros({n_atoms + 1}, a.options());
+  auto order = torch::empty({2 * P}, a.options());
+  const int64_t *ap = a.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
+  int64_t* rp = rowptr.data_ptr<int64_t>();
+  int64_t* op = order.data_ptr<int64_t>();
+  for (int64_t e = 0; e < 2 * P; ++e) {
+    const int64_t c = e < P ? ap[e] : bp[e - P];
+    TORCH_CHECK(c >= 0 && c < n_atoms, "half_graph: atom index ", c, " out of range for ",
+                n_atoms, " atoms");
+    ++rp[c + 1];
+  }
+  for (int64_t i = 0; i < n_atoms; ++i) rp[i + 1] += rp[i];
+  std::vector<int64_t> next(rp, rp + n_atoms);
+  for (int64_t e = 0; e < 2 * P; ++e) op[next[e < P ? ap[e] : bp[e - P]]++] = e;
+  return {order, rowptr};
+}
+
+// ---------------------------------------------------------------------------
 // SchNet continuous-filter convolution: out_i = sum_e W_p(e) * x_j(e)   (N, F)
 torch::Tensor cfconv_forward(torch::Tensor x, torch::Tensor W, torch::Tensor a,
                              torch::Tensor b, torch::Tensor order, torch::Tensor rowptr) {
@@ -831,6 +860,7 @@ std::vector<torch::Tensor> painn_update_apply_backward(torch::Tensor gqo, torch:
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("half_graph", &half_graph, "directed edges of a half list grouped by centre (counting sort)");
   m.def("cfconv_forward", &cfconv_forward, "SchNet cfconv forward (half list)");
   m.def("pair_product", &pair_product, "g_a x_b + g_b x_a for every pair (half list)");
   m.def("cfconv_backward", &cfconv_backward, "cfconv's backward: (cfconv(g, W), pair_product(g, x))");

@@ -64,7 +64,7 @@ def register_autograd(op: Any, backward: Callable[..., Any],
     # ``Function.apply`` would bind the arguments with ``inspect.signature`` on
     # every call when a setup_context is defined (35 µs per call, 9 calls per
     # PaiNN step) and unwrap functorch wrappers, which never reach here
-    # (:func:`_direct` refuses functorch transforms).
+    # (:func:`direct` refuses functorch transforms).
     function = type(f"{name}_cpu", (torch.autograd.Function,), {
         "forward": staticmethod(forward),
         "backward": staticmethod(backward),
@@ -72,7 +72,8 @@ def register_autograd(op: Any, backward: Callable[..., Any],
     _functions[op] = super(torch.autograd.Function, function).apply
 
 
-def _direct(args: tuple[Any, ...]) -> bool:
+def direct(args: tuple[Any, ...]) -> bool:
+    """Whether a compiled CPU function may run for ``args`` in place of the op (see above)."""
     if not _enabled or torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None \
             or torch._C._are_functorch_transforms_active():
         return False
@@ -89,7 +90,7 @@ def call(op: Any, *args: Any) -> Any:
     and an input requiring grad) it goes through the op's formula.
     """
     function = _cpu.get(op)
-    if function is None or not _direct(args):
+    if function is None or not direct(args):
         return op(*args)
     if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
                                        for a in args):

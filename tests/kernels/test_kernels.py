@@ -65,6 +65,24 @@ def test_half_graph_groups_edges_by_centre():
     assert sorted(order.tolist()) == list(range(2 * len(a)))
 
 
+@pytest.mark.parametrize("n_atoms,n_pairs", [(7, 15), (50, 400), (5, 0), (1, 3), (30, 4)])
+def test_compiled_half_graph_equals_the_stable_argsort(n_atoms, n_pairs):
+    g = torch.Generator().manual_seed(n_pairs)
+    a = torch.randint(0, n_atoms, (n_pairs,), generator=g)
+    b = torch.randint(0, n_atoms, (n_pairs,), generator=g)
+    order, rowptr = kernels.half_graph(a, b, n_atoms)  # the compiled counting sort
+    with kernels.disabled():
+        want_order, want_rowptr = kernels.half_graph(a, b, n_atoms)  # torch's stable argsort
+    assert torch.equal(order, want_order) and torch.equal(rowptr, want_rowptr)
+    assert order.dtype == rowptr.dtype == torch.int64
+
+
+def test_compiled_half_graph_refuses_atoms_out_of_range():
+    a, b = torch.tensor([0, 1]), torch.tensor([1, 3])
+    with pytest.raises(RuntimeError, match="atom index 3 out of range for 3 atoms"):
+        kernels.half_graph(a, b, 3)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_painn_message_matches_the_full_list_message_on_both_paths(dtype, message_path):
     a, b, order, rowptr = random_graph()
