@@ -113,6 +113,26 @@ def test_slab_forces(model64, slab):
                                atol=1e-7)
 
 
+def test_slab_without_a_vacuum_vector_reuses_its_list(model64, slab):
+    """A slab's cell may be zero along its non-periodic direction (a singular
+    cell): the Verlet list measures wraps along the periodic vectors only
+    (it stopped with a singular-matrix traceback at the second step)."""
+    slab.cell[2] = 0.0
+    slab.calc = calc = MLCalculator(model64)
+    frames = []
+    for k in range(4):
+        slab.positions[k] += (0.02, -0.01, 0.015)
+        if k == 2:
+            slab.positions[0] += slab.cell[0]  # a wrap across the periodic boundary
+        frames.append(slab.copy())
+        frames[-1].calc = None
+        assert np.isfinite(slab.get_potential_energy())
+    energies = [f.copy() for f in frames]
+    assert calc.verlet.n_builds == 1
+    np.testing.assert_allclose([calc.get_potential_energy(f) for f in energies],
+                               _energies_without_skin(model64, frames), rtol=0, atol=1e-10)
+
+
 def _energies_without_skin(model, frames):
     calc = MLCalculator(model, skin=0.0)
     out = []
@@ -323,6 +343,55 @@ def test_dtype_switch_of_a_loaded_model_leaves_the_callers_model_alone():
     assert MLCalculator(module, dtype=torch.float32).model is module
     with pytest.raises(UnknownNameError, match="float16"):
         MLCalculator(module, dtype="float16")
+
+
+def _changes(make):
+    """(ASE's compare_atoms, MLCalculator.check_state) for the structure ``make`` returns."""
+    from ase.calculators.calculator import compare_atoms
+
+    old = cu_cell()
+    old.set_momenta(np.ones((len(old), 3)))
+    new = make(old.copy())
+    calc = MLCalculator.__new__(MLCalculator)  # only the state the comparison reads
+    calc.atoms, calc.info_keys, calc.use_cache = old, (), True
+    return sorted(compare_atoms(old, new)), sorted(calc.check_state(new))
+
+
+def _set(atoms, **arrays):
+    for key, value in arrays.items():
+        atoms.set_array(key, value)
+    return atoms
+
+
+@pytest.mark.parametrize("make", [
+    lambda a: a,  # the same structure (the fast, exact comparison says so)
+    lambda a: a.set_momenta(2 * a.get_momenta()) or a,  # momenta are not a change in ASE
+    lambda a: _set(a, positions=a.positions + 1e-16),  # within ASE's tolerance: no change
+    lambda a: _set(a, positions=a.positions + 1e-3),
+    lambda a: _set(a, numbers=np.r_[a.numbers[:-1], 28]),
+    lambda a: a.set_cell(a.cell.array * 1.001) or a,
+    lambda a: a.set_pbc([True, True, False]) or a,
+    lambda a: a.set_initial_charges(np.full(len(a), 0.5)) or a,  # an array only one side has
+    lambda a: _set(a, positions=np.where(np.arange(len(a))[:, None] == 0, np.nan, a.positions)),
+], ids=["same", "momenta", "below-tol", "positions", "numbers", "cell", "pbc", "charges", "nan"])
+def test_check_state_equals_ase(make):
+    ase_changes, ours = _changes(make)
+    assert ours == ase_changes
+
+
+def test_unchanged_structure_is_recognised_without_ases_comparison(monkeypatch):
+    from ase.calculators.calculator import Calculator
+
+    calls = []
+    monkeypatch.setattr(Calculator, "check_state",
+                        lambda self, atoms, tol=1e-15: calls.append(1) or ["positions"])
+    old = cu_cell()
+    calc = MLCalculator.__new__(MLCalculator)
+    calc.atoms, calc.info_keys = old, ()
+    assert calc.check_state(old.copy()) == [] and calls == []
+    moved = old.copy()
+    moved.positions[0, 0] += 0.1
+    assert calc.check_state(moved) == ["positions"] and calls == [1]
 
 
 def test_info_keys_invalidate_cache(model32):

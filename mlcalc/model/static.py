@@ -32,7 +32,12 @@ from torch import Tensor
 from mlcalc import properties as P
 from mlcalc.exceptions import InvalidStructureError
 from mlcalc.model.predict import non_finite_result
-from mlcalc.transform.neighbors import MIN_DISTANCE, NeighborList, check_min_distance
+from mlcalc.transform.neighbors import (
+    MIN_DISTANCE,
+    NeighborList,
+    check_min_distance,
+    squared_lengths,
+)
 from mlcalc.transform.padded import PaddedVerletList
 
 #: Properties the static step computes; anything else (Hessian, ensemble
@@ -164,7 +169,7 @@ class StaticEvaluator:
         batch.update({P.idx_i: idx_i, P.idx_j: idx_j, P.cell_shifts: shifts, P.pair_mask: mask})
         with torch.set_grad_enabled(bool(self.model.required_derivatives(properties))):
             out = self.model(batch, properties)
-        d2 = out[P.Rij].detach().square().sum(dim=1)
+        d2 = squared_lengths(out[P.Rij].detach())
         close = ((d2 < MIN_DISTANCE**2) & mask).any()
         parts = [out[P.energy].reshape(1), out[P.energies].reshape(-1),
                  out[P.forces].reshape(-1)]

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from mlcalc.atomistic.pairs import PADDING_DISTANCE
-from mlcalc.transform.neighbors import NeighborList
+from mlcalc.transform.neighbors import NeighborList, squared_lengths
 from mlcalc.transform.torch_cell_list import complete_cell
 
 
@@ -164,7 +164,7 @@ class PaddedVerletList:
         # integer lattice jumps along periodic directions (a wrap is no motion)
         jumps = torch.round(displacement @ buf.inverse) * buf.pbc  # (N, 3)
         displacement = displacement - jumps @ buf.cell
-        moved2 = displacement.square().sum(dim=1).amax()
+        moved2 = squared_lengths(displacement).amax()
         stale = moved2 > (0.5 * self.skin) ** 2
         shifts = (buf.shifts + jumps.index_select(0, buf.idx_i)
                   - jumps.index_select(0, buf.idx_j))

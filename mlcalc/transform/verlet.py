@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mlcalc.transform.neighbors import NeighborList, check_min_distance
+from mlcalc.transform.neighbors import NeighborList, check_min_distance, squared_lengths
+from mlcalc.transform.torch_cell_list import complete_cell
 
 Pairs = tuple[Tensor, Tensor, Tensor]
 
@@ -48,26 +49,29 @@ class VerletNeighborList:
         self._ref: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self._pairs: Pairs | None = None
         self._offsets: Tensor | None = None  # (E, 3) shifts @ cell of the stored pairs
+        self._to_frac: Tensor | None = None  # (3, 3) Cartesian -> periodic fractional
 
     def reset(self) -> None:
         """Forget the stored list (the next call rebuilds)."""
         self._ref = None
         self._pairs = None
         self._offsets = None
+        self._to_frac = None
 
-    def _image_offsets(self, positions: Tensor, cell: Tensor, pbc: Tensor) -> Tensor | None:
-        """Integer lattice jumps (N, 3) since the build, or None if a rebuild is due."""
-        ref_pos, ref_cell, ref_pbc, ref_numbers = self._ref
-        displacement = positions - ref_pos  # (N, 3)
-        jumps = torch.zeros_like(displacement)
-        if pbc.any():
-            frac = torch.linalg.solve(cell.T, displacement.T).T  # (N, 3) fractional
-            jumps = torch.round(frac) * pbc.to(frac.dtype)
+    def _image_offsets(self, positions: Tensor, cell: Tensor) -> Tensor | None:
+        """Integer lattice jumps (N, 3) since the build (float), or None if a rebuild is due.
+
+        Without periodic directions there are no jumps: an all-zero (N, 3).
+        """
+        displacement = positions - self._ref[0]  # (N, 3)
+        if self._to_frac is None:
+            jumps = torch.zeros_like(displacement)
+        else:  # fractional along the periodic vectors, whole lattice vectors removed
+            jumps = torch.round(displacement @ self._to_frac)
             displacement = displacement - jumps @ cell
-        moved = torch.linalg.vector_norm(displacement, dim=1).max()
-        if moved > 0.5 * self.skin:
+        if bool(squared_lengths(displacement).max() > (0.5 * self.skin) ** 2):
             return None
-        return jumps.long()
+        return jumps
 
     def _same_system(self, positions: Tensor, cell: Tensor, pbc: Tensor,
                      numbers: Tensor) -> bool:
@@ -75,6 +79,19 @@ class VerletNeighborList:
         return (positions.shape == ref_pos.shape and torch.equal(pbc, ref_pbc)
                 and torch.equal(numbers, ref_numbers)
                 and bool((cell - ref_cell).abs().max() <= self.cell_tol))
+
+    def _build(self, positions: Tensor, cell: Tensor, pbc: Tensor, numbers: Tensor) -> None:
+        self._pairs = self.neighbor_list.pairs(positions, cell, pbc)
+        self._ref = (positions.clone(), cell.clone(), pbc.clone(), numbers.clone())
+        self.n_builds += 1
+        # the cell is fixed until the next build: Cartesian image offsets once, and
+        # the map to fractional coordinates along the periodic vectors (the
+        # non-periodic rows completed to an invertible cell: a slab's or a
+        # molecule's cell may have zero vectors there), zero columns elsewhere
+        self._offsets = self._pairs[2].to(cell.dtype) @ cell
+        self._to_frac = None
+        if bool(pbc.any()):
+            self._to_frac = torch.linalg.inv(complete_cell(cell, pbc)) * pbc.to(cell.dtype)
 
     def __call__(self, positions: Tensor, cell: Tensor, pbc: Tensor, numbers: Tensor) -> Pairs:
         """Pairs within the cutoff for the current geometry.
@@ -89,31 +106,28 @@ class VerletNeighborList:
             ``idx_i`` (E,), ``idx_j`` (E,), ``cell_shifts`` (E, 3) int64, in
             the neighbor list's form.
         """
-        jumps = None
-        if self.skin > 0 and self._ref is not None and self._same_system(
-                positions, cell, pbc, numbers):
-            jumps = self._image_offsets(positions, cell, pbc)
-        if jumps is None:
-            self._pairs = self.neighbor_list.pairs(positions, cell, pbc)
-            self._ref = (positions.clone(), cell.clone(), pbc.clone(), numbers.clone())
+        if self.skin == 0:
             self.n_builds += 1
-            if self.skin == 0:
-                return self._pairs
-            # the cell is fixed until the next build: Cartesian image offsets once
-            self._offsets = self._pairs[2].to(cell.dtype) @ cell
-            jumps = torch.zeros_like(positions, dtype=torch.long)
+            return self.neighbor_list.pairs(positions, cell, pbc)
+        jumps = None
+        if self._ref is not None and self._same_system(positions, cell, pbc, numbers):
+            jumps = self._image_offsets(positions, cell)
+        if jumps is None:
+            self._build(positions, cell, pbc, numbers)
+            return self._cut(positions, cell, None)
         return self._cut(positions, cell, jumps)
 
-    def _cut(self, positions: Tensor, cell: Tensor, jumps: Tensor) -> Pairs:
+    def _cut(self, positions: Tensor, cell: Tensor, jumps: Tensor | None) -> Pairs:
         """The stored pairs shorter than the cutoff, shifts corrected for wrapped atoms."""
         idx_i, idx_j, shifts = self._pairs
         offsets = self._offsets
-        if bool(jumps.any()):
+        if jumps is not None and bool(jumps.any()):
             # the continuation of atom k is positions[k] - jumps[k] @ cell
-            shifts = shifts + jumps[idx_i] - jumps[idx_j]
+            steps = jumps.long()
+            shifts = shifts + steps[idx_i] - steps[idx_j]
             offsets = shifts.to(cell.dtype) @ cell
         rij = positions.index_select(0, idx_j) - positions.index_select(0, idx_i) + offsets
-        d2 = rij.square().sum(1)
+        d2 = squared_lengths(rij)
         check_min_distance(d2, idx_i, idx_j)
         keep = torch.nonzero(d2 < self.cutoff**2).squeeze(1)
         return idx_i.index_select(0, keep), idx_j.index_select(0, keep), shifts.index_select(
