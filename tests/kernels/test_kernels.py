@@ -8,6 +8,7 @@ the same energies, forces, stress, Hessians and training gradients on both.
 from __future__ import annotations
 
 import contextlib
+import platform
 
 import numpy as np
 import pytest
@@ -149,6 +150,22 @@ def small_tiles():
         library.set_pair_tile_bytes(previous)
 
 
+@pytest.fixture(params=["direct", "mm_out"])
+def blas_route(request):
+    """The filter kernels' products through the BLAS directly, then through at::mm_out."""
+    library = kernels.load()
+    previous = library.set_direct_blas(request.param == "direct")
+    try:
+        yield request.param
+    finally:
+        library.set_direct_blas(previous)
+
+
+def test_direct_blas_is_found_where_torch_has_mkl():
+    if platform.machine() in ("x86_64", "AMD64") and torch.backends.mkl.is_available():
+        assert kernels.load().direct_blas_available()
+
+
 # The filter message walks the pairs in tiles; with several tiles and 2 threads
 # each thread scatters into its own copy of the atom rows. F = 5, 40 and 37 leave
 # partial vector blocks; pair 0 joins an atom to its own image.
@@ -156,7 +173,8 @@ def small_tiles():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("F,K", [(5, 3), (40, 21), (37, 2)])
 @pytest.mark.parametrize("tiles", ["one", "several"])
-def test_filter_message_is_the_message_of_the_filter_product(threads, dtype, F, K, tiles):
+def test_filter_message_is_the_message_of_the_filter_product(threads, dtype, F, K, tiles,
+                                                             blas_route):
     a, b, order, rowptr = random_graph(n_pairs=15 if tiles == "one" else 70)
     x, basis, Wt, u, mu = filter_inputs(dtype, F, K, n_pairs=len(a))
     with torch_threads(threads), small_tiles() if tiles == "several" else _nothing():
@@ -170,7 +188,7 @@ def test_filter_message_is_the_message_of_the_filter_product(threads, dtype, F, 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("want_wt", [True, False])
 @pytest.mark.parametrize("tiles", ["one", "several"])
-def test_filter_backward_kernel_is_the_autograd_backward(threads, want_wt, tiles):
+def test_filter_backward_kernel_is_the_autograd_backward(threads, want_wt, tiles, blas_route):
     a, b, order, rowptr = random_graph(n_pairs=15 if tiles == "one" else 70)
     x, basis, Wt, u, mu = filter_inputs(F=6, K=4, n_pairs=len(a))
     g = torch.Generator().manual_seed(5)
