@@ -44,12 +44,12 @@ from types import ModuleType
 
 import torch
 
-from mlcalc.kernels import dispatch, ops, update_ops
+from mlcalc.kernels import dispatch, geometry_ops, ops, update_ops
 from mlcalc.kernels.build import KernelBuildError, load_library
 
 __all__ = ["KernelBuildError", "active", "cfconv", "disabled", "enabled", "half_graph",
            "load", "painn_filter_message", "painn_message", "painn_update_apply",
-           "painn_update_norms"]
+           "painn_update_norms", "pair_gaussian_basis"]
 
 #: Device types with a compiled implementation of the ops.
 KERNEL_DEVICES = ("cpu",)
@@ -88,6 +88,7 @@ def load(verbose: bool = False) -> ModuleType:
             raise KernelBuildError(_failed) from exc
         ops.register_cpu(library)
         update_ops.register_cpu(library)
+        geometry_ops.register_cpu(library)
         _library = library
         return library
 
@@ -118,7 +119,7 @@ def disabled() -> Iterator[None]:
     previous = _enabled
     with contextlib.ExitStack() as stack:
         if _library is not None:  # before loading no kernel is registered, nothing to switch off
-            for op in ops.OPS + update_ops.OPS:
+            for op in ops.OPS + update_ops.OPS + geometry_ops.OPS:
                 for device in KERNEL_DEVICES:
                     stack.enter_context(op.set_kernel_enabled(device, False))
         _enabled = False
@@ -234,6 +235,29 @@ def painn_filter_message(x: torch.Tensor, basis: torch.Tensor, Wt: torch.Tensor,
     """
     _prepare(x.device)
     return dispatch.call(ops.painn_filter_message, x, basis, Wt, u, mu, a, b, order, rowptr)
+
+
+def pair_gaussian_basis(r: torch.Tensor, centers: torch.Tensor, coeff: torch.Tensor,
+                        cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit vectors and PaiNN's filter basis of every pair, from the pair vectors.
+
+    Args:
+        r: (P, 3) pair vectors, Å, in the network dtype.
+        centers: (K,) Gaussian centres, Å; coeff: 0-dim -1/2σ², Å⁻²
+            (:class:`mlcalc.nn.radial.GaussianRBF`'s buffers).
+        cutoff: Å (:class:`mlcalc.nn.radial.CosineCutoff`).
+
+    Returns:
+        ``u`` (P, 3) and ``basis`` (P, K + 1) = ``[g_k(d) f(d) | f(d)]``
+        (:mod:`mlcalc.kernels.geometry_ops`), differentiable to any order. On
+        CPU with the kernels on, one compiled pass over the pairs (float32
+        Gaussians within ~1 ulp of torch's exp); elsewhere the torch ops of
+        the radial modules themselves.
+    """
+    _prepare(r.device)
+    if _library is not None and dispatch.direct((r, centers, coeff)):
+        return dispatch.call(geometry_ops.pair_gaussian_basis, r, centers, coeff, float(cutoff))
+    return geometry_ops.gaussian_basis_reference(r, centers, coeff, float(cutoff))
 
 
 def painn_update_norms(q: torch.Tensor, mu_vw: torch.Tensor, eps: float) -> torch.Tensor:

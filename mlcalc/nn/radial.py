@@ -37,8 +37,15 @@ class GaussianRBF(nn.Module):
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
         """(E,) distances in Å -> (E, n_rbf)."""
-        return torch.exp(torch.clamp(self.coeff * (d[:, None] - self.centers) ** 2,
-                                     min=GAUSSIAN_FLOOR))
+        return gaussian_rbf(d, self.centers, self.coeff)
+
+
+def gaussian_rbf(d: torch.Tensor, centers: torch.Tensor, coeff: torch.Tensor) -> torch.Tensor:
+    """exp(max(coeff (d - centers)², -60)): (E,) distances, Å, and (K,) centres -> (E, K).
+
+    ``coeff`` = -1 / 2σ² (a 0-dim tensor, Å⁻²); :class:`GaussianRBF`'s formula.
+    """
+    return torch.exp(torch.clamp(coeff * (d[:, None] - centers) ** 2, min=GAUSSIAN_FLOOR))
 
 
 class BesselRBF(nn.Module):
@@ -66,8 +73,13 @@ class CosineCutoff(nn.Module):
         self.cutoff = float(cutoff)
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
-        f = 0.5 * (torch.cos(d * (math.pi / self.cutoff)) + 1.0)
-        return f * (d < self.cutoff).to(d.dtype)
+        return cosine_cutoff(d, self.cutoff)
+
+
+def cosine_cutoff(d: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """½ (cos(π d / r_c) + 1) below ``cutoff`` (Å), else 0: :class:`CosineCutoff`'s formula."""
+    f = 0.5 * (torch.cos(d * (math.pi / cutoff)) + 1.0)
+    return f * (d < cutoff).to(d.dtype)
 
 
 class PolynomialCutoff(nn.Module):

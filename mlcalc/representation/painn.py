@@ -17,6 +17,7 @@ from torch import nn
 from mlcalc import kernels
 from mlcalc import properties as P
 from mlcalc.nn import Dense, get_activation
+from mlcalc.nn.radial import CosineCutoff, GaussianRBF
 from mlcalc.representation import locality
 from mlcalc.representation.base import Representation
 
@@ -113,6 +114,20 @@ class PaiNN(Representation):
             PaiNNUpdate(n_atom_basis, act, epsilon) for _ in range(n_blocks)
         )
 
+    def filter_basis(self, geometry: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit vectors (P, 3) and filter basis (P, n_rbf + 1) ``[rbf f_cut | f_cut]`` of pairs.
+
+        With the Gaussian basis and the cosine cutoff (the defaults) one op,
+        :func:`mlcalc.kernels.pair_gaussian_basis` (compiled on CPU); other
+        bases and cutoffs from :meth:`pair_geometry`.
+        """
+        if isinstance(self.radial_basis, GaussianRBF) and isinstance(self.cutoff_fn, CosineCutoff):
+            return kernels.pair_gaussian_basis(geometry[P.Rij].to(self.dtype),
+                                               self.radial_basis.centers, self.radial_basis.coeff,
+                                               self.cutoff_fn.cutoff)
+        _, u, rbf, fcut = self.pair_geometry(geometry)  # (P,), (P, 3), (P, n_rbf), (P,)
+        return u, torch.cat([rbf * fcut[:, None], fcut[:, None]], dim=1)
+
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Features of every atom from a half neighbor list.
 
@@ -128,8 +143,7 @@ class PaiNN(Representation):
         a, b, numbers, geometry, inv = locality.local_inputs(inputs, self.cutoff)
         n_atoms, F = numbers.shape[0], self.n_atom_basis
         order, rowptr = kernels.half_graph(a, b, n_atoms)
-        _, dir_ij, rbf, fcut = self.pair_geometry(geometry)  # (P,), (P, 3), (P, n_rbf), (P,)
-        basis = torch.cat([rbf * fcut[:, None], fcut[:, None]], dim=1)  # (P, n_rbf + 1)
+        dir_ij, basis = self.filter_basis(geometry)  # (P, 3), (P, n_rbf + 1)
         weight = torch.cat([self.filter_net.weight.T, self.filter_net.bias[None]], dim=0)
         n_sets = weight.shape[1] // (3 * F)
         q = self.embedding(numbers)  # (N, F)
