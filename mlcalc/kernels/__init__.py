@@ -12,6 +12,8 @@ call a few message ops (:mod:`mlcalc.kernels.ops`) on a *half* neighbor list
   inside the op from its radial basis (PaiNN's models call this one),
 - :func:`painn_update_norms`, :func:`painn_update_apply` — the element-wise
   parts of PaiNN's update block,
+- :func:`pair_gaussian_basis` — PaiNN's pair geometry (unit vectors and the
+  filter basis of every pair),
 
 plus :func:`half_graph`, the per-atom grouping of the pairs that the kernels
 walk. The ops are ``torch.library`` custom ops: torch's dispatcher picks the
