@@ -61,9 +61,8 @@ def _basis_backward_ref(g_u: Tensor, g_basis: Tensor, r: Tensor, centers: Tensor
     e = coeff * x**2
     g = torch.exp(torch.clamp(e, min=GAUSSIAN_FLOOR))
     dg = torch.where(e >= GAUSSIAN_FLOOR, 2 * coeff * x * g, torch.zeros_like(g))
-    below = (d < cutoff).to(d.dtype)
-    fcut = 0.5 * (torch.cos(d * (math.pi / cutoff)) + 1.0) * below
-    dfcut = -0.5 * (math.pi / cutoff) * torch.sin(d * (math.pi / cutoff)) * below
+    fcut = cosine_cutoff(d, cutoff)
+    dfcut = -0.5 * (math.pi / cutoff) * torch.sin(d * (math.pi / cutoff)) * (d < cutoff).to(d.dtype)
     gb = g_basis[:, :K]
     g_d = ((gb * (dg * fcut[:, None] + g * dfcut[:, None])).sum(1)
            + g_basis[:, K] * dfcut)  # (P,)

@@ -58,20 +58,17 @@ class VerletNeighborList:
         self._offsets = None
         self._to_frac = None
 
-    def _image_offsets(self, positions: Tensor, cell: Tensor) -> Tensor | None:
-        """Integer lattice jumps (N, 3) since the build (float), or None if a rebuild is due.
+    def _image_offsets(self, positions: Tensor, cell: Tensor) -> tuple[bool, Tensor | None]:
+        """Whether a rebuild is due, and the lattice jumps (N, 3) since the build (float).
 
-        Without periodic directions there are no jumps: an all-zero (N, 3).
+        The jumps are None without periodic directions (there are none).
         """
         displacement = positions - self._ref[0]  # (N, 3)
-        if self._to_frac is None:
-            jumps = torch.zeros_like(displacement)
-        else:  # fractional along the periodic vectors, whole lattice vectors removed
+        jumps = None
+        if self._to_frac is not None:  # fractional along the periodic vectors, whole ones removed
             jumps = torch.round(displacement @ self._to_frac)
             displacement = displacement - jumps @ cell
-        if bool(squared_lengths(displacement).max() > (0.5 * self.skin) ** 2):
-            return None
-        return jumps
+        return bool(squared_lengths(displacement).max() > (0.5 * self.skin) ** 2), jumps
 
     def _same_system(self, positions: Tensor, cell: Tensor, pbc: Tensor,
                      numbers: Tensor) -> bool:
@@ -109,12 +106,12 @@ class VerletNeighborList:
         if self.skin == 0:
             self.n_builds += 1
             return self.neighbor_list.pairs(positions, cell, pbc)
-        jumps = None
+        stale, jumps = True, None
         if self._ref is not None and self._same_system(positions, cell, pbc, numbers):
-            jumps = self._image_offsets(positions, cell)
-        if jumps is None:
+            stale, jumps = self._image_offsets(positions, cell)
+        if stale:
             self._build(positions, cell, pbc, numbers)
-            return self._cut(positions, cell, None)
+            jumps = None
         return self._cut(positions, cell, jumps)
 
     def _cut(self, positions: Tensor, cell: Tensor, jumps: Tensor | None) -> Pairs:
